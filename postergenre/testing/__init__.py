@@ -1,0 +1,1 @@
+"""Real servers (SeaweedFS S3, PostgreSQL) started on loopback for tests, benchmarks and local runs."""
