@@ -33,3 +33,8 @@ def normalise_genre(name: str) -> str | None:
     """Return the canonical genre for ``name`` (any case, extra spaces), or None if unknown."""
     key = re.sub(r"\s+", " ", name.strip()).casefold()
     return _BY_KEY.get(key)
+
+
+def genre_slug(genre: str) -> str:
+    """A store-key-safe name for a genre: ``Science Fiction`` -> ``science-fiction``."""
+    return re.sub(r"[^a-z0-9]+", "-", genre.casefold()).strip("-")

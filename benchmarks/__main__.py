@@ -1,0 +1,7 @@
+"""``python -m benchmarks``: run every benchmark in turn; each prints its side-by-side table and ratios."""
+
+from benchmarks import bench_ingest, bench_labels
+
+if __name__ == "__main__":
+    bench_labels.main()
+    bench_ingest.main([])

@@ -1,0 +1,188 @@
+"""Backbone ("tail") and head builders for the report's two classifiers, in backend-agnostic Keras 3.
+
+Report, section 2: a frozen ImageNet CNN (EfficientNetV2B0; ResNet50 is interchangeable at 224x224) pooled
+to a feature vector, then a head of three fully connected layers: FC+ReLU, FC+ReLU, each followed by batch
+normalisation, an optional dropout before the output, and Softmax over the 19 genres (multi-class) or a single
+sigmoid unit (each one-vs-all binary classifier, section 3). Every model takes float RGB in 0..255 at
+``image_size`` (what ``images.py`` produces) and carries its own preprocessing, so a registered model needs
+nothing but posters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import keras
+
+BACKBONES = ("efficientnetv2b0", "resnet50", "tiny")
+DEFAULT_BACKBONE = "efficientnetv2b0"
+# The report gives neither the first FC layer's width nor the dropout rate: 256 and 0.5 are our choice.
+FIRST_UNITS = 256
+DROPOUT_RATE = 0.5
+HeadKind = Literal["multiclass", "binary"]
+
+
+class WeightsUnavailable(RuntimeError):
+    """Backbone weights could not be obtained (offline ImageNet download, missing or mismatched file)."""
+
+
+def _resolve_weights(weights: str | Path | None) -> str | Path | None:
+    """``"imagenet"`` -> Keras' download; ``None``/``"none"`` -> random; else a ``.weights.h5`` path."""
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailable(f"backbone weights file not found: {path}")
+    if not path.name.endswith(".weights.h5"):
+        raise WeightsUnavailable(f"backbone weights must be a Keras '.weights.h5' file, got {path.name}")
+    return path
+
+
+def _tiny(image_size: int, seed: int) -> keras.Model:
+    """A few conv+BN+ReLU+pool blocks, seeded: fast, deterministic stand-in for tests and the demo."""
+    inputs = keras.Input((image_size, image_size, 3), name="poster")
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    for i, filters in enumerate((8, 16, 32)):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed + i),
+        )(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D()(x)
+    outputs = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def _keras_application(name: str, weights: str | None, image_size: int) -> keras.Model:
+    shape = (image_size, image_size, 3)
+    if name == "efficientnetv2b0":
+        return keras.applications.EfficientNetV2B0(
+            include_top=False, weights=weights, input_shape=shape, pooling="avg", include_preprocessing=True
+        )
+    # ResNet50 has no preprocessing layer of its own: put preprocess_input (RGB->BGR, ImageNet mean) inside.
+    inputs = keras.Input(shape, name="poster")
+    base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=shape, pooling="avg")
+    return keras.Model(inputs, base(keras.applications.resnet50.preprocess_input(inputs)), name="resnet50")
+
+
+def build_backbone(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    weights: str | Path | None = "imagenet",
+    image_size: int = 224,
+    seed: int = 0,
+) -> keras.Model:
+    """A feature extractor: ``(batch, image_size, image_size, 3)`` float 0..255 -> ``(batch, d)`` pooled.
+
+    ``weights``: ``"imagenet"`` (Keras downloads them; fails offline with ``WeightsUnavailable``), ``None`` or
+    ``"none"`` (random init; only ``tiny`` is seeded), or a path to a ``.weights.h5`` file saved from the same
+    architecture (the air-gapped production route: built random, then loaded).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    resolved = _resolve_weights(weights)
+    if name == "tiny" and resolved == "imagenet":
+        raise WeightsUnavailable("the 'tiny' backbone has no ImageNet weights; use weights='none' or a file")
+    if name == "tiny":
+        model = _tiny(image_size, seed)
+    else:
+        try:
+            model = _keras_application(name, "imagenet" if resolved == "imagenet" else None, image_size)
+        except Exception as exc:
+            if resolved != "imagenet":
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WeightsUnavailable(
+                f"could not get ImageNet weights for {name} ({reason}); offline or air-gapped, pass "
+                "weights=<path to a .weights.h5 saved from this backbone> (or weights='none' for random)"
+            ) from exc
+    if isinstance(resolved, Path):
+        try:
+            model.load_weights(resolved)
+        except (ValueError, KeyError, OSError) as exc:
+            raise WeightsUnavailable(
+                f"{resolved} does not fit backbone {name} at {image_size}px: {exc}"
+            ) from exc
+    return model
+
+
+def features_dim(backbone: keras.Model) -> int:
+    """Width of the pooled feature vector (1280 for EfficientNetV2B0, 2048 for ResNet50)."""
+    return int(backbone.output_shape[-1])
+
+
+def build_head(
+    input_dim: int,
+    *,
+    units: int,
+    dropout: bool,
+    n_outputs: int,
+    first_units: int = FIRST_UNITS,
+    dropout_rate: float = DROPOUT_RATE,
+    seed: int = 0,
+) -> keras.Model:
+    """The report's head (Fig. 2): Dense+ReLU, BN, Dense(``units``)+ReLU, BN, [Dropout], Dense(out).
+
+    ``n_outputs > 1`` gives softmax (the multi-class CNN), ``n_outputs == 1`` a sigmoid unit (one OvA member).
+    ``units`` and ``dropout`` are the two hyperparameters the report's model selection tunes. Seeded
+    initialisers make two heads built with the same arguments identical.
+    """
+    if n_outputs < 1:
+        raise ValueError("n_outputs must be >= 1")
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input((input_dim,), name="features")
+    x = keras.layers.Dense(first_units, activation="relu", kernel_initializer=init(seed), name="fc1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Dense(units, activation="relu", kernel_initializer=init(seed + 1), name="fc2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout_rate, seed=seed + 2, name="dropout")(x)
+    activation = "sigmoid" if n_outputs == 1 else "softmax"
+    outputs = keras.layers.Dense(
+        n_outputs, activation=activation, kernel_initializer=init(seed + 3), name="out"
+    )(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
+    """Frozen backbone + head as one model over raw posters: what gets registered and served.
+
+    The backbone is called with ``training=False`` so its BatchNorm layers always use their moving statistics,
+    exactly as when features are embedded once and cached; the head's weights are shared, not copied.
+    """
+    backbone.trainable = False
+    inputs = keras.Input(backbone.input_shape[1:], name="poster")
+    outputs = head(backbone(inputs, training=False))
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_{head.name}")
+
+
+def compile_head(model: keras.Model, kind: HeadKind, *, learning_rate: float = 1e-3) -> keras.Model:
+    """Adam with categorical (multi-class) or binary (one-vs-all) cross-entropy; accuracy and recall.
+
+    Recall is Keras' thresholded ``Recall`` (0.5) as in the report's tables, which is why the softmax model's
+    recall there (0.06) is far below its accuracy.
+    """
+    units = int(model.output_shape[-1])
+    if kind == "multiclass":
+        if units < 2:
+            raise ValueError("a multiclass head needs a softmax output with >= 2 units")
+        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy("accuracy")
+    elif kind == "binary":
+        if units != 1:
+            raise ValueError(f"a binary head has one sigmoid unit, this model has {units}")
+        loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")
+    else:
+        raise ValueError(f"kind must be 'multiclass' or 'binary', got {kind!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=[accuracy, keras.metrics.Recall(name="recall")],
+    )
+    return model

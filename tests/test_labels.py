@@ -1,0 +1,324 @@
+"""Label processing rules (report sections 1.1 and 3.1): hand-made cases plus hypothesis invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
+
+from postergenre.genres import GENRES
+from postergenre.labels import (
+    SPLITS,
+    balance,
+    collapse,
+    genre_movie_counts,
+    one_hot,
+    ova_sets,
+    prepare_labels,
+    split_sizes,
+    spread,
+    stratified_split,
+)
+
+
+def make_rows(movies: dict[int, list[str]], shuffle_seed: int | None = None) -> pd.DataFrame:
+    """(movie_id, genre) rows from {movie_id: [genres]}, optionally in a shuffled row order."""
+    rows = pd.DataFrame(
+        [(m, g) for m, genres in movies.items() for g in genres], columns=["movie_id", "genre"]
+    ).astype({"movie_id": "int64", "genre": "string"})
+    if shuffle_seed is not None:
+        rows = rows.sample(frac=1, random_state=shuffle_seed).reset_index(drop=True)
+    return rows
+
+
+def labelled(per_class: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """A labels frame (movie_id, genre, split) with the given number of movies per split and genre."""
+    records, next_id = [], 1
+    for split, counts in per_class.items():
+        for genre, n in counts.items():
+            records += [(next_id + i, genre, split) for i in range(n)]
+            next_id += n
+    return pd.DataFrame(records, columns=["movie_id", "genre", "split"])
+
+
+def single_genre(sizes: dict[str, int]) -> pd.DataFrame:
+    """A collapsed frame: ``sizes[g]`` movies of genre g, ids interleaved across genres."""
+    genres = [g for g, n in sizes.items() for _ in range(n)]
+    ids = np.random.default_rng(0).permutation(len(genres)) * 3 + 5
+    return pd.DataFrame({"movie_id": ids, "genre": genres})
+
+
+def neg_target(n_pos: int, ratio: float = 0.7) -> int:
+    return round(n_pos * ratio / (1 - ratio))
+
+
+def genre_list(series: pd.Series) -> list[str]:
+    return [str(g) for g in series]
+
+
+# ---- genre_movie_counts and collapse -----------------------------------------------------------------------
+
+
+def test_counts_cover_all_genres_in_order_with_zeros():
+    counts = genre_movie_counts(make_rows({1: ["Drama", "War"], 2: ["Drama"], 3: ["Comedy"]}))
+    assert list(counts.index) == list(GENRES)
+    assert counts["Drama"] == 2 and counts["War"] == 1 and counts["Comedy"] == 1
+    assert counts.sum() == 4 and counts["Western"] == 0
+
+
+def test_collapse_picks_the_least_common_genre():
+    movies = {1: ["Drama", "Western"], 2: ["Drama"], 3: ["Drama", "War"], 4: ["Comedy"]}
+    movies[5] = ["Western", "Comedy"]
+    out = collapse(make_rows(movies)).set_index("movie_id")["genre"]
+    # Drama 3 movies, Comedy 2, Western 2, War 1.
+    assert out[1] == "Western" and out[2] == "Drama" and out[3] == "War" and out[4] == "Comedy"
+    assert out[5] == "Comedy"  # Comedy and Western tie at 2: alphabetical first
+
+
+def test_collapse_ties_go_to_the_alphabetically_first_genre():
+    # War and Crime both carried by 2 movies; Drama by 4.
+    movies = {1: ["War", "Crime"], 2: ["War", "Drama"], 3: ["Crime", "Drama"], 4: ["Drama"], 5: ["Drama"]}
+    out = collapse(make_rows(movies)).set_index("movie_id")["genre"]
+    assert out[1] == "Crime"
+    assert out[2] == "War" and out[3] == "Crime"
+
+
+def test_collapse_is_sorted_one_row_per_movie_and_ignores_row_order():
+    movies = {30: ["Drama", "Horror"], 10: ["Horror"], 20: ["Comedy", "Drama", "Music"], 5: ["Drama"]}
+    first = collapse(make_rows(movies))
+    assert first["movie_id"].tolist() == [5, 10, 20, 30]
+    for seed in range(3):
+        assert_frame_equal(collapse(make_rows(movies, shuffle_seed=seed)), first)
+
+
+def test_unknown_genre_is_rejected():
+    with pytest.raises(ValueError, match="Cartoon"):
+        collapse(make_rows({1: ["Drama", "Cartoon"]}))
+
+
+# ---- balance -----------------------------------------------------------------------------------------------
+
+
+def test_balance_cuts_every_class_to_the_smallest_and_ignores_absent_ones():
+    collapsed = single_genre({"Drama": 40, "Comedy": 25, "Western": 7})
+    out = balance(collapsed, seed=3)
+    assert out["genre"].value_counts().loc[["Drama", "Comedy", "Western"]].tolist() == [7, 7, 7]
+    assert len(out) == 21  # the 16 genres with no movie neither set the minimum nor appear
+    assert set(out["movie_id"]) <= set(collapsed["movie_id"])
+    assert out["movie_id"].is_monotonic_increasing
+    western = set(collapsed.loc[collapsed["genre"] == "Western", "movie_id"])
+    assert set(out.loc[out["genre"] == "Western", "movie_id"]) == western
+
+
+def test_balance_is_seeded_and_independent_of_row_order():
+    collapsed = single_genre({"Drama": 200, "Comedy": 150, "Western": 50})
+    shuffled = collapsed.sample(frac=1, random_state=1)
+    assert_frame_equal(balance(collapsed, 11), balance(shuffled, 11))
+    assert not balance(collapsed, 11)["movie_id"].equals(balance(collapsed, 12)["movie_id"])
+
+
+def test_balance_rejects_repeated_movies():
+    with pytest.raises(ValueError, match="unique"):
+        balance(pd.DataFrame({"movie_id": [2, 1, 2], "genre": ["Drama", "War", "War"]}), 0)
+
+
+# ---- stratified_split --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 7, 20, 33, 101])
+def test_split_counts_follow_the_rounding_formula_per_class(n):
+    frame = single_genre({"Drama": n, "Horror": n + 3})
+    out = stratified_split(frame, seed=5)
+    table = out.groupby(["genre", "split"], observed=True).size()
+    for genre, size in (("Drama", n), ("Horror", n + 3)):
+        n_train, n_val = round(0.7 * size), min(round(0.15 * size), size - round(0.7 * size))
+        expected = {"train": n_train, "val": n_val, "test": size - n_train - n_val}
+        assert {s: int(table.get((genre, s), 0)) for s in SPLITS} == expected
+
+
+def test_split_sizes_clip_val_for_tiny_classes_and_sum_to_n():
+    sizes = split_sizes(np.arange(0, 50), (0.7, 0.15, 0.15))
+    assert (sizes.sum(axis=1) == np.arange(0, 50)).all() and (sizes >= 0).all()
+    assert split_sizes(np.array([4]), (0.5, 0.5, 0.0)).tolist() == [[2, 2, 0]]
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="fractions"):
+        stratified_split(single_genre({"Drama": 4}), 0, fractions=(0.8, 0.3, 0.1))
+
+
+# ---- one_hot -----------------------------------------------------------------------------------------------
+
+
+def test_one_hot_columns_follow_the_given_class_order():
+    classes = ["War", "Action", "Drama"]
+    encoded = one_hot(pd.Series(["Drama", "War", "Action", "Drama"]), classes)
+    assert encoded.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_one_hot_with_all_genres_is_the_identity_on_class_index():
+    genres = pd.Series(list(GENRES)[::-1], dtype="category")
+    encoded = one_hot(genres, GENRES)
+    assert (encoded.argmax(axis=1) == np.arange(len(GENRES))[::-1]).all() and (encoded.sum(axis=1) == 1).all()
+
+
+def test_one_hot_keeps_two_columns_for_two_classes_and_rejects_unknown_labels():
+    assert one_hot(pd.Series(["b", "a"]), ["b", "a"]).tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(ValueError, match="Horror"):
+        one_hot(pd.Series(["Drama", "Horror"]), ["Drama", "War"])
+
+
+# ---- spread and ova_sets -----------------------------------------------------------------------------------
+
+
+def test_spread_is_even_and_hands_leftovers_to_the_first_groups():
+    assert spread(10, [5, 5, 5]) == [4, 3, 3]
+    assert spread(9, [5, 0, 5, 5]) == [3, 0, 3, 3]
+
+
+def test_spread_gives_a_short_group_everything_and_spreads_its_shortfall():
+    assert spread(10, [100, 1, 100]) == [5, 1, 4]
+    assert spread(12, [2, 3, 100, 100]) == [2, 3, 4, 3]
+    assert spread(50, [2, 3, 4]) == [2, 3, 4]  # not enough anywhere: take everything
+
+
+def test_ova_sets_are_70_30_with_uniform_negatives():
+    per_split = {s: dict.fromkeys(GENRES, n) for s, n in (("train", 40), ("val", 9), ("test", 9))}
+    labels = labelled(per_split)
+    sets = ova_sets(labels, seed=1)
+    assert sorted(sets) == sorted(GENRES)
+    genre_of = labels.set_index("movie_id")["genre"]
+    for genre, frame in sets.items():
+        for split, part in frame.groupby("split", observed=True):
+            n_pos = int(part["label"].sum())
+            assert n_pos == per_split[split][genre]
+            negatives = genre_of[part.loc[part["label"] == 0, "movie_id"]].value_counts()
+            assert negatives.sum() == neg_target(n_pos)
+            assert genre not in negatives.index
+            assert len(negatives) == len(GENRES) - 1 or negatives.sum() < len(GENRES) - 1
+            assert negatives.max() - negatives.min() <= 1
+
+
+def test_ova_short_genre_gives_all_it_has():
+    counts = {"Drama": 30, "Comedy": 50, "Western": 2, "War": 50}
+    sets = ova_sets(labelled({"train": counts}), seed=0)
+    drama = sets["Drama"].merge(labelled({"train": counts}), on=["movie_id", "split"])
+    negatives = drama.loc[drama["label"] == 0, "genre"].value_counts()
+    assert negatives.sum() == neg_target(30) == 70
+    assert negatives["Western"] == 2  # short: all of it
+    assert negatives[["Comedy", "War"]].sort_values().tolist() == [34, 34]
+
+
+def test_ova_takes_every_negative_when_there_are_too_few():
+    sets = ova_sets(labelled({"train": {"Drama": 30, "War": 4}}), seed=0)
+    assert (sets["Drama"]["label"] == 0).sum() == 4
+    assert (sets["War"]["label"] == 0).sum() == neg_target(4)
+
+
+def test_ova_never_mixes_splits_and_is_sorted_by_split_then_movie():
+    labels = labelled({s: dict.fromkeys(GENRES[:5], 12) for s in SPLITS})
+    split_of = labels.set_index("movie_id")["split"]
+    for frame in ova_sets(labels, seed=4).values():
+        assert (split_of[frame["movie_id"]].to_numpy() == frame["split"].astype(str).to_numpy()).all()
+        order = frame.assign(s=frame["split"].cat.codes).sort_values(["s", "movie_id"]).index
+        assert list(order) == list(frame.index)
+
+
+# ---- prepare_labels ----------------------------------------------------------------------------------------
+
+
+def skewed_rows(movies: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    weights = 1 / np.arange(1, len(GENRES) + 1)
+    weights /= weights.sum()
+    per_movie = rng.integers(1, 4, movies)
+    picked = {i: sorted(set(rng.choice(GENRES, n, p=weights))) for i, n in enumerate(per_movie, start=100)}
+    return make_rows(picked)
+
+
+def test_prepare_labels_chains_the_steps_and_counts_the_splits():
+    rows = skewed_rows(3000, seed=0)
+    prepared = prepare_labels(rows, seed=9)
+    assert prepared.seed == 9 and prepared.classes == list(GENRES)
+    assert_frame_equal(prepared.labels, stratified_split(balance(collapse(rows), 9), 9))
+    assert sorted(prepared.ova) == sorted(prepared.classes)
+    table = prepared.labels.groupby(["split", "genre"], observed=True).size()
+    assert prepared.counts == {s: {g: int(table[(s, g)]) for g in prepared.classes} for s in SPLITS}
+
+
+def test_prepare_labels_is_deterministic_per_seed():
+    rows = skewed_rows(2000, seed=1)
+    first, again, other = prepare_labels(rows, 3), prepare_labels(rows.iloc[::-1], 3), prepare_labels(rows, 4)
+    assert_frame_equal(first.labels, again.labels)
+    for genre in first.classes:
+        assert_frame_equal(first.ova[genre], again.ova[genre])
+    assert not first.labels["movie_id"].equals(other.labels["movie_id"])
+    assert not first.ova["Drama"]["movie_id"].equals(other.ova["Drama"]["movie_id"])
+
+
+# ---- hypothesis invariants ---------------------------------------------------------------------------------
+
+# Few genres and skewed choices, so ties, short classes and absent classes all come up.
+genre_sets = st.sets(st.sampled_from(GENRES[:6]) | st.sampled_from(GENRES[:2]), min_size=1, max_size=4)
+movie_maps = st.dictionaries(st.integers(-(2**62), 2**62), genre_sets, min_size=1, max_size=120)
+props = settings(max_examples=60, deadline=None)
+
+
+@props
+@given(movies=movie_maps, shuffle_seed=st.integers(0, 2**16))
+def test_collapse_keeps_every_movie_with_one_of_its_least_common_genres(movies, shuffle_seed):
+    rows = make_rows(movies, shuffle_seed)
+    counts = genre_movie_counts(rows)
+    out = collapse(rows)
+    assert sorted(out["movie_id"]) == sorted(movies) and out["movie_id"].is_monotonic_increasing
+    for movie_id, genre in zip(out["movie_id"], genre_list(out["genre"]), strict=True):
+        assert genre in movies[movie_id]
+        assert (counts[genre], genre) == min((counts[g], g) for g in movies[movie_id])
+
+
+@props
+@given(movies=movie_maps, seed=st.integers(0, 2**32))
+def test_balance_split_and_ova_invariants(movies, seed):
+    collapsed = collapse(make_rows(movies))
+    balanced = balance(collapsed, seed)
+    sizes = balanced["genre"].value_counts()
+    sizes = sizes[sizes > 0]
+    before = collapsed["genre"].value_counts()
+    assert sizes.nunique() == 1 and sizes.iloc[0] == before[before > 0].min()
+    assert set(map(tuple, balanced.to_numpy())) <= set(map(tuple, collapsed.to_numpy()))
+
+    labels = stratified_split(balanced, seed)
+    assert labels["movie_id"].tolist() == balanced["movie_id"].tolist()  # disjoint, covering, same movies
+    assert set(labels["split"]) <= set(SPLITS)
+    n = int(sizes.iloc[0])
+    table = labels.groupby(["genre", "split"], observed=True).size()
+    for genre in sizes.index:
+        assert [int(table.get((genre, s), 0)) for s in SPLITS] == split_sizes(np.array([n]))[0].tolist()
+
+    per_split = labels.groupby(["split", "genre"], observed=False).size().unstack()
+    for genre, frame in ova_sets(labels, seed).items():
+        joined = frame.merge(labels, on="movie_id", suffixes=("", "_labels"), validate="one_to_one")
+        assert len(joined) == len(frame)  # every OvA movie exists in labels, once
+        # No cross-split leak: every OvA movie sits in the split it has in labels.
+        assert (joined["split"].astype(str) == joined["split_labels"].astype(str)).all()
+        assert ((joined["genre"] == genre) == (joined["label"] == 1)).all()
+        found = frame.groupby(["split", "label"], observed=False).size().unstack(fill_value=0)
+        for split in SPLITS:
+            n_pos, n_all = int(per_split.loc[split, genre]), int(per_split.loc[split].sum())
+            # With labels == genre and uniqueness checked, equal counts mean exactly the split's positives.
+            assert found.get(1, {}).get(split, 0) == n_pos
+            assert found.get(0, {}).get(split, 0) == min(neg_target(n_pos), n_all - n_pos)
+
+
+@props
+@given(movies=movie_maps, seed=st.integers(0, 2**32))
+def test_same_seed_gives_identical_frames(movies, seed):
+    rows = make_rows(movies)
+    first, again = prepare_labels(rows, seed), prepare_labels(rows.iloc[::-1], seed)
+    assert_frame_equal(first.labels, again.labels)
+    assert first.ova.keys() == again.ova.keys()
+    for genre in first.ova:
+        assert_frame_equal(first.ova[genre], again.ova[genre])
