@@ -26,14 +26,23 @@ from postergenre.testing.seaweed import SeaweedServer
 def _s5cmd(server: SeaweedServer, *args: str) -> float:
     exe = shutil.which("s5cmd", path=str(Path(sys.executable).parent)) or "s5cmd"
     start = time.perf_counter()
-    subprocess.run([exe, "--endpoint-url", server.endpoint, *args], check=True, env={**os.environ, **server.env()},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [exe, "--endpoint-url", server.endpoint, *args],
+        check=True,
+        env={**os.environ, **server.env()},
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
 def _put_loop(server: SeaweedServer, bucket: str, files: list[Path]) -> float:
-    client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                          aws_secret_access_key=server.secret_key, region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
+    )
     start = time.perf_counter()
     for path in files:
         client.put_object(Bucket=bucket, Key=f"posters/{path.name}", Body=path.read_bytes())
@@ -80,7 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
         "reingest_vs_s5cmd_sync_time": again["seconds"] / t_sync,
         "reingest_uploaded_bytes": again["uploaded_bytes"],
     }
-    print(f"  ratio ingest/s5cmd throughput      {ratios['ingest_vs_s5cmd_throughput']:.2f}x  (target >= 0.7)")
+    print(
+        f"  ratio ingest/s5cmd throughput      {ratios['ingest_vs_s5cmd_throughput']:.2f}x  (target >= 0.7)"
+    )
     print(f"  ratio ingest/put-loop throughput   {ratios['ingest_vs_put_loop_throughput']:.2f}x")
     print(f"  re-ingest time / s5cmd sync time   {ratios['reingest_vs_s5cmd_sync_time']:.2f}x  (target <= 3)")
     print(f"  re-ingest poster bytes uploaded    {again['uploaded_bytes']}  (target 0)")

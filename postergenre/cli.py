@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Metadata database (SQLite by default, PostgreSQL in production).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Metadata database (SQLite by default, PostgreSQL in production).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -44,8 +46,10 @@ def _emit(result: Any, as_json: bool, render: Callable[[Any], str] | None = None
 
 
 def _render_mapping(result: dict) -> str:
-    return "\n".join(f"{k:>20}: {json.dumps(v, default=str) if isinstance(v, dict | list) else v}"
-                     for k, v in result.items())
+    return "\n".join(
+        f"{k:>20}: {json.dumps(v, default=str) if isinstance(v, dict | list) else v}"
+        for k, v in result.items()
+    )
 
 
 def _run(as_json: bool, fn: Callable[[], Any], render: Callable[[Any], str] | None = None) -> None:
@@ -86,15 +90,18 @@ def synth(
     def step():
         progress = _progress()
         with progress.task("generating posters", movies if posters else 0) as advance:
-            return generate_snapshot(out, movies=movies, seed=seed, faults=faults, posters=posters,
-                                     progress=advance).to_dict()
+            return generate_snapshot(
+                out, movies=movies, seed=seed, faults=faults, posters=posters, progress=advance
+            ).to_dict()
 
     _run(as_json, step)
 
 
 @app.command("ingest")
 def ingest_cmd(
-    source: Annotated[str, typer.Argument(help="Export folder, .zip/.tar.gz archive, or s3://bucket/prefix.")],
+    source: Annotated[
+        str, typer.Argument(help="Export folder, .zip/.tar.gz archive, or s3://bucket/prefix.")
+    ],
     snapshot: Annotated[str | None, typer.Option(help="Snapshot id (default: today's date, UTC).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -119,15 +126,20 @@ def prepare(
 @app.command()
 def drift(
     snapshot: Annotated[str, typer.Argument(help="Published snapshot id.")],
-    baseline: Annotated[str | None, typer.Option(help="Baseline snapshot (default: the previous one).")] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Baseline snapshot (default: the previous one).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Genre-distribution drift (JS distance, PSI, L-inf, chi-square, per-genre tests) and its severity."""
     from postergenre.drift import render_text
     from postergenre.pipeline import compute_drift
 
-    _run(as_json, lambda: compute_drift(snapshot, baseline_id=baseline),
-         render=lambda r: render_text(r) if r.get("baseline_id") else _render_mapping(r))
+    _run(
+        as_json,
+        lambda: compute_drift(snapshot, baseline_id=baseline),
+        render=lambda r: render_text(r) if r.get("baseline_id") else _render_mapping(r),
+    )
 
 
 @app.command()
@@ -136,7 +148,10 @@ def snapshots(as_json: JsonFlag = False) -> None:
     from postergenre.pipeline import data_store
     from postergenre.snapshots import list_snapshots
 
-    _run(as_json, lambda: {"store": get_settings().store_url, "snapshots": list_snapshots(data_store(get_settings()))})
+    _run(
+        as_json,
+        lambda: {"store": get_settings().store_url, "snapshots": list_snapshots(data_store(get_settings()))},
+    )
 
 
 @db_app.command("upgrade")
@@ -166,12 +181,17 @@ def demo(
         progress = _progress()
         steps: dict[str, Any] = {"home": str(settings.home)}
         # Two exports a "week" apart: the second is bigger, with other proportions, and carries bad input.
-        for snapshot_id, seed, count, faults in (("demo-1", 1, movies, False), ("demo-2", 2, movies * 4 // 3, True)):
+        for snapshot_id, seed, count, faults in (
+            ("demo-1", 1, movies, False),
+            ("demo-2", 2, movies * 4 // 3, True),
+        ):
             out = settings.home / "exports" / snapshot_id
             if not (out / "genres.csv").exists():
                 with progress.task(f"synthesising {snapshot_id}", count) as advance:
                     generate_snapshot(out, movies=count, seed=seed, faults=faults, progress=advance)
-            steps[f"ingest {snapshot_id}"] = ingest_snapshot(str(out), snapshot_id=snapshot_id, progress=progress)
+            steps[f"ingest {snapshot_id}"] = ingest_snapshot(
+                str(out), snapshot_id=snapshot_id, progress=progress
+            )
         steps["prepare demo-2"] = prepare_dataset("demo-2")
         steps["drift demo-2"] = compute_drift("demo-2", baseline_id="demo-1")
         return steps
@@ -182,8 +202,10 @@ def demo(
         lines = [f"home: {steps['home']}"]
         for name in ("ingest demo-1", "ingest demo-2"):
             r = steps[name]
-            lines.append(f"{name}: {r['status']}, {r['movies']} movies, {r['rows']} rows, "
-                         f"{r['quarantined']} quarantined, {r['uploaded_posters']} posters uploaded")
+            lines.append(
+                f"{name}: {r['status']}, {r['movies']} movies, {r['rows']} rows, "
+                f"{r['quarantined']} quarantined, {r['uploaded_posters']} posters uploaded"
+            )
         p = steps["prepare demo-2"]
         lines.append(f"prepare demo-2: {p['movies']} movies, per class {p['per_class']} -> {p['uri']}")
         lines.append(render_text(steps["drift demo-2"]))

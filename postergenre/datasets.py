@@ -52,7 +52,10 @@ def write_dataset(store: ObjectStore, snapshot_id: str, prepared: PreparedLabels
         "counts": prepared.counts,
         "ova_counts": {
             genre: {
-                split: {"positive": int((part["label"] == 1).sum()), "negative": int((part["label"] == 0).sum())}
+                split: {
+                    "positive": int((part["label"] == 1).sum()),
+                    "negative": int((part["label"] == 0).sum()),
+                }
                 for split, part in frame.groupby("split", sort=True)
             }
             for genre, frame in sorted(prepared.ova.items())
@@ -61,7 +64,9 @@ def write_dataset(store: ObjectStore, snapshot_id: str, prepared: PreparedLabels
         "input_hash": input_hash,
         "files": {"labels": "labels.parquet", "ova": ova_files},
     }
-    store.put_bytes(f"{prefix}/dataset.json", (json.dumps(description, indent=2, sort_keys=True) + "\n").encode())
+    store.put_bytes(
+        f"{prefix}/dataset.json", (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()
+    )
     return {**description, "uri": f"{store.url.rstrip('/')}/{prefix}"}
 
 
@@ -69,7 +74,9 @@ def load_dataset_description(store: ObjectStore, snapshot_id: str, seed: int) ->
     try:
         return store.get_json(f"{dataset_prefix(snapshot_id, seed)}/dataset.json")
     except NotFound:
-        raise NotFound(f"dataset for snapshot {snapshot_id} seed {seed} is not prepared in {store.url}") from None
+        raise NotFound(
+            f"dataset for snapshot {snapshot_id} seed {seed} is not prepared in {store.url}"
+        ) from None
 
 
 def load_labels(store: ObjectStore, snapshot_id: str, seed: int) -> pd.DataFrame:

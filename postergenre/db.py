@@ -171,7 +171,7 @@ def _configure_sqlite(engine: Engine) -> None:
     """Foreign keys, WAL, a busy timeout, and transactions that take the write lock up front.
 
     pysqlite's own transaction handling never BEGINs before DDL or SELECT, which breaks transactional
-    migrations and read-then-write upserts; ``BEGIN`` makes concurrent writers queue on the busy
+    migrations and read-then-write upserts; ``BEGIN IMMEDIATE`` makes concurrent writers queue on the busy
     timeout instead of failing with ``database is locked`` halfway through.
     """
 
@@ -180,14 +180,14 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        pass
+        cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -215,14 +215,14 @@ def alembic_config(connection: Any = None) -> Config:
 def upgrade(url_or_engine: str | URL | Engine, revision: str = "head") -> None:
     """Migrate the schema to ``revision``; a no-op when already there, safe to call from many processes.
 
-    Everything runs in one transaction that first takes a lock (SQLite's write lock via BEGIN,
+    Everything runs in one transaction that first takes a lock (SQLite's write lock via BEGIN IMMEDIATE,
     a PostgreSQL advisory lock), so concurrent callers wait and then find the schema already current.
     """
     engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                pass  # (text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
             command.upgrade(alembic_config(connection), revision)
     finally:
         if engine is not url_or_engine:
@@ -319,8 +319,11 @@ def record_dataset(
     counts: dict[str, Any],
     created_at: datetime | None = None,
 ) -> Dataset:
-    """Record the split of ``snapshot_id`` for ``seed`` once; splits are deterministic, so the same key with a
-    different content hash is refused (ValueError) rather than silently replacing what models were trained on."""
+    """Record the split of ``snapshot_id`` for ``seed`` once.
+
+    Splits are deterministic, so the same key with a different content hash is refused (ValueError) rather
+    than silently replacing the data earlier models were trained on.
+    """
     existing = _dataset_by_key(session, snapshot_id, seed)
     if existing is None:
         existing = _insert_unless_raced(
@@ -343,8 +346,12 @@ def record_dataset(
     return existing
 
 
-def _drift_by_key(session: Session, snapshot_id: str, baseline_id: str | None, kind: str) -> DriftReport | None:
-    baseline = DriftReport.baseline_id.is_(None) if baseline_id is None else DriftReport.baseline_id == baseline_id
+def _drift_by_key(
+    session: Session, snapshot_id: str, baseline_id: str | None, kind: str
+) -> DriftReport | None:
+    baseline = (
+        DriftReport.baseline_id.is_(None) if baseline_id is None else DriftReport.baseline_id == baseline_id
+    )
     return session.scalar(
         select(DriftReport).where(DriftReport.snapshot_id == snapshot_id, baseline, DriftReport.kind == kind)
     )

@@ -163,11 +163,14 @@ def build_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{backbone.name}_{head.name}")
 
 
-def compile_head(model: keras.Model, kind: HeadKind, *, learning_rate: float = 1e-3) -> keras.Model:
+def compile_head(
+    model: keras.Model, kind: HeadKind, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto"
+) -> keras.Model:
     """Adam with categorical (multi-class) or binary (one-vs-all) cross-entropy; accuracy and recall.
 
     Recall is Keras' thresholded ``Recall`` (0.5) as in the report's tables, which is why the softmax model's
-    recall there (0.06) is far below its accuracy.
+    recall there (0.06) is far below its accuracy. ``jit_compile=False`` turns XLA off: each XLA program
+    fuses (and so rounds) differently, which bit-for-bit reproducibility across model shapes needs to avoid.
     """
     units = int(model.output_shape[-1])
     if kind == "multiclass":
@@ -184,5 +187,6 @@ def compile_head(model: keras.Model, kind: HeadKind, *, learning_rate: float = 1
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss,
         metrics=[accuracy, keras.metrics.Recall(name="recall")],
+        jit_compile=jit_compile,
     )
     return model

@@ -6,6 +6,8 @@ configured store and metadata DB, and returns a small JSON-able dict (ids, URIs,
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from postergenre import db
 from postergenre.config import Settings, get_settings
 from postergenre.datasets import dataset_prefix, write_dataset
@@ -20,20 +22,31 @@ def data_store(settings: Settings) -> ObjectStore:
     return open_store(settings.store_url, concurrency=settings.transfer_concurrency)
 
 
-def _engine(settings: Settings):
-    engine = db.make_engine(settings.db_url)
+@lru_cache(maxsize=8)
+def _engine_for(db_url: str):
+    """One engine (connection pool) per DB URL per process, migrated once; workers run many steps."""
+    engine = db.make_engine(db_url)
     db.upgrade(engine)
     return engine
 
 
+def _engine(settings: Settings):
+    return _engine_for(settings.db_url)
+
+
 def ingest_snapshot(
-    source: str, *, snapshot_id: str | None = None, settings: Settings | None = None, progress: Progress | None = None
+    source: str,
+    *,
+    snapshot_id: str | None = None,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Validate and publish ``source`` as a snapshot, and record it in the metadata DB."""
     settings = settings or get_settings()
     store = data_store(settings)
-    result = ingest(source, store, snapshot_id=snapshot_id, progress=progress,
-                    concurrency=settings.transfer_concurrency)
+    result = ingest(
+        source, store, snapshot_id=snapshot_id, progress=progress, concurrency=settings.transfer_concurrency
+    )
     manifest = load_manifest(store, result["snapshot_id"])
     engine = _engine(settings)
     with db.session_scope(engine) as session:
@@ -86,7 +99,11 @@ def _drift_input(manifest: dict) -> dict:
 
 
 def compute_drift(
-    snapshot_id: str, *, baseline_id: str | None = None, kind: str = "previous", settings: Settings | None = None
+    snapshot_id: str,
+    *,
+    baseline_id: str | None = None,
+    kind: str = "previous",
+    settings: Settings | None = None,
 ) -> dict:
     """Genre drift of ``snapshot_id`` against ``baseline_id`` (default: the previously ingested snapshot).
 
@@ -102,8 +119,12 @@ def compute_drift(
             previous = db.previous_snapshot(session, snapshot_id)
             baseline_id = previous.id if previous is not None else None
     if baseline_id is None:
-        return {"snapshot_id": snapshot_id, "baseline_id": None, "severity": "ok",
-                "note": "no earlier snapshot to compare with"}
+        return {
+            "snapshot_id": snapshot_id,
+            "baseline_id": None,
+            "severity": "ok",
+            "note": "no earlier snapshot to compare with",
+        }
     baseline = load_manifest(store, baseline_id)
     report = drift_report(
         _drift_input(manifest),

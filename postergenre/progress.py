@@ -44,7 +44,9 @@ class LogProgress(Progress):
                 self.log.info("progress", step=description, done=state["done"], total=total)
 
         yield advance
-        self.log.info("step done", step=description, done=state["done"], seconds=round(time.monotonic() - start, 2))
+        self.log.info(
+            "step done", step=description, done=state["done"], seconds=round(time.monotonic() - start, 2)
+        )
 
 
 class RichProgress(Progress):

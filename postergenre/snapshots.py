@@ -72,7 +72,9 @@ def snapshot_key(snapshot_id: str, name: str = "") -> str:
 
 def validate_snapshot_id(snapshot_id: str) -> str:
     if not _SNAPSHOT_ID_RE.fullmatch(snapshot_id) or ".." in snapshot_id:
-        raise ValueError(f"invalid snapshot id {snapshot_id!r}: use letters, digits, '.', '_' or '-' (max 64)")
+        raise ValueError(
+            f"invalid snapshot id {snapshot_id!r}: use letters, digits, '.', '_' or '-' (max 64)"
+        )
     return snapshot_id
 
 
@@ -97,7 +99,9 @@ def _extract_archive(archive: Path, dest: Path) -> list[Rejected]:
                 if info.is_dir():
                     continue
                 if not _is_safe_member(info.filename):
-                    rejected.append(Rejected("unsafe_archive_path", "path escapes the archive", name=info.filename))
+                    rejected.append(
+                        Rejected("unsafe_archive_path", "path escapes the archive", name=info.filename)
+                    )
                     continue
                 target = dest / info.filename
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +114,9 @@ def _extract_archive(archive: Path, dest: Path) -> list[Rejected]:
                 if not member.isfile():
                     continue
                 if not _is_safe_member(member.name):
-                    rejected.append(Rejected("unsafe_archive_path", "path escapes the archive", name=member.name))
+                    rejected.append(
+                        Rejected("unsafe_archive_path", "path escapes the archive", name=member.name)
+                    )
                     continue
                 target = dest / member.name
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -280,14 +286,26 @@ def ingest(
                 posters[poster.movie_id] = check
                 uploads[check.sha256] = poster.path
                 continue
-            quarantine.append(Rejected(reason, detail or "", movie_id=poster.movie_id, name=poster.name,
-                                       sha256=check.sha256 if check.size else None))
+            quarantine.append(
+                Rejected(
+                    reason,
+                    detail or "",
+                    movie_id=poster.movie_id,
+                    name=poster.name,
+                    sha256=check.sha256 if check.size else None,
+                )
+            )
             if check.size:
                 quarantined_blobs[check.sha256] = poster.path
 
         for movie_id in sorted(set(rows_by_movie) - set(posters)):
-            quarantine.append(Rejected("no_valid_poster", f"rows kept out: {', '.join(rows_by_movie[movie_id])}",
-                                       movie_id=movie_id))
+            quarantine.append(
+                Rejected(
+                    "no_valid_poster",
+                    f"rows kept out: {', '.join(rows_by_movie[movie_id])}",
+                    movie_id=movie_id,
+                )
+            )
 
         clean = sorted((m, g) for m, genres in rows_by_movie.items() if m in posters for g in genres)
         genres_csv = _csv_bytes(["movie_id", "genre"], clean)
@@ -309,7 +327,9 @@ def ingest(
             return _unchanged_or_conflict(existing, content_hash, snapshot_id, started)
 
         missing = {d: p for d, p in uploads.items() if d not in known_valid}
-        missing_q = {d: p for d, p in quarantined_blobs.items() if d not in _existing_blobs(store, QUARANTINE_PREFIX)}
+        missing_q = {
+            d: p for d, p in quarantined_blobs.items() if d not in _existing_blobs(store, QUARANTINE_PREFIX)
+        }
         transfer = [(p, blob_key(POSTER_PREFIX, d)) for d, p in missing.items()]
         transfer += [(p, blob_key(QUARANTINE_PREFIX, d)) for d, p in missing_q.items()]
         with progress.task("uploading posters", sum(p.stat().st_size for p, _ in transfer)) as advance:
@@ -317,7 +337,11 @@ def ingest(
 
     frame = pd.DataFrame(clean, columns=["movie_id", "genre"])
     files_meta = {}
-    for name, data in (("genres.csv", genres_csv), ("posters.csv", posters_csv), ("quarantine.json", quarantine_json)):
+    for name, data in (
+        ("genres.csv", genres_csv),
+        ("posters.csv", posters_csv),
+        ("quarantine.json", quarantine_json),
+    ):
         store.put_bytes(snapshot_key(snapshot_id, name), data)
         files_meta[name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
     manifest = {
@@ -342,8 +366,15 @@ def ingest(
         store.put_if(manifest_key, _json_bytes(manifest), if_match=None)
     except PreconditionFailed:  # a concurrent ingest of the same id published first
         return _unchanged_or_conflict(_read_manifest(store, manifest_key), content_hash, snapshot_id, started)
-    result = _result(manifest, "published", started, uploaded=len(transfer), uploaded_bytes=uploaded_bytes,
-                     quarantine=quarantine_doc["counts"], store_url=store.url)
+    result = _result(
+        manifest,
+        "published",
+        started,
+        uploaded=len(transfer),
+        uploaded_bytes=uploaded_bytes,
+        quarantine=quarantine_doc["counts"],
+        store_url=store.url,
+    )
     log.info("snapshot published", **{k: v for k, v in result.items() if k != "quarantine"})
     return result
 
@@ -361,11 +392,21 @@ def _unchanged_or_conflict(manifest: dict, content_hash: str, snapshot_id: str, 
             f"snapshot {snapshot_id} is already published with different content "
             f"({manifest['content_hash'][:12]} != {content_hash[:12]}); ingest under a new --snapshot id"
         )
-    return _result(manifest, "unchanged", started, uploaded=0, uploaded_bytes=0, quarantine=None, store_url=None)
+    return _result(
+        manifest, "unchanged", started, uploaded=0, uploaded_bytes=0, quarantine=None, store_url=None
+    )
 
 
-def _result(manifest: dict, status: str, started: float, *, uploaded: int, uploaded_bytes: int,
-            quarantine: dict | None, store_url: str | None) -> dict:
+def _result(
+    manifest: dict,
+    status: str,
+    started: float,
+    *,
+    uploaded: int,
+    uploaded_bytes: int,
+    quarantine: dict | None,
+    store_url: str | None,
+) -> dict:
     result = {
         "snapshot_id": manifest["snapshot_id"],
         "status": status,
@@ -378,7 +419,9 @@ def _result(manifest: dict, status: str, started: float, *, uploaded: int, uploa
     if quarantine is not None:
         result["quarantine"] = quarantine
     if store_url:
-        result["manifest_uri"] = f"{store_url.rstrip('/')}/{snapshot_key(manifest['snapshot_id'], 'manifest.json')}"
+        result["manifest_uri"] = (
+            f"{store_url.rstrip('/')}/{snapshot_key(manifest['snapshot_id'], 'manifest.json')}"
+        )
     return result
 
 

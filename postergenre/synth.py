@@ -306,13 +306,11 @@ def _draw_distractors(draw: ImageDraw.ImageDraw, w: int, h: int, rng: np.random.
         for i in range(n):
             draw.ellipse((cx[i] - r[i], cy[i] - r[i], cx[i] + r[i], cy[i] + r[i]), fill=fills[i])
     n = int(rng.integers(1, 7))
-    box = rng.random((n, 5)) * [1.2 * w, 1.2 * h, 0.5 * w, 0.4 * h, 1] + [
-        -0.2 * w,
-        -0.2 * h,
-        0.1 * w,
-        0.1 * h,
-        0,
-    ]
+    scale, offset = (
+        np.array([1.2 * w, 1.2 * h, 0.5 * w, 0.4 * h, 1]),
+        np.array([-0.2 * w, -0.2 * h, 0.1 * w, 0.1 * h, 0]),
+    )
+    box = rng.random((n, 5)) * scale + offset  # x0, y0, width, height, rectangle-or-ellipse
     for (x0, y0, bw, bh, kind), fill in zip(box, _colours(rng, n), strict=True):
         (draw.rectangle if kind < 0.5 else draw.ellipse)((x0, y0, x0 + bw, y0 + bh), fill=fill)
     ink = _colours(rng, 1)[0] if u[5] < 0.5 else (245, 245, 245)
@@ -325,11 +323,8 @@ def _draw_distractors(draw: ImageDraw.ImageDraw, w: int, h: int, rng: np.random.
         draw.rectangle((x, title_y, x + cw, title_y + 1.6 * size), fill=ink)
         x += cw + gap
     lines = int(rng.integers(2, 5))
-    y, left, right = (
-        h * rng.uniform(0.88, 0.92),
-        w * rng.uniform(0.05, 0.2, lines),
-        w * rng.uniform(0.8, 0.95, lines),
-    )
+    y = h * rng.uniform(0.88, 0.92)
+    left, right = w * rng.uniform(0.05, 0.2, lines), w * rng.uniform(0.8, 0.95, lines)
     for i in range(lines):  # billing block
         draw.rectangle((left[i], y + 6 * i, right[i], y + 6 * i + 3), fill=ink)
 
@@ -428,7 +423,8 @@ def _faulty_lines(
         m = next(picks)
         row = int(starts[m] + rng.integers(table.counts[m]))
         mid, genre = int(table.ids[m]), GENRES[table.row_genre[row]]
-        faults.append(_Fault("duplicate_rows", anywhere(), lines[row], {"id": mid, "genre": genre}))
+        after = int(rng.integers(row + 1, n_lines + 1))  # so keep-first drops exactly the listed line
+        faults.append(_Fault("duplicate_rows", after, lines[row], {"id": mid, "genre": genre}))
         m = next(picks)
         row = int(starts[m] + rng.integers(table.counts[m]))
         mid, genre = int(table.ids[m]), GENRES[table.row_genre[row]]
@@ -564,6 +560,7 @@ def generate_snapshot(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
         (tmp / "genres.csv").write_bytes(text.encode("utf-8"))
         n_posters = (
             _write_posters(tmp / "posters", table, seed, poster_faults, listed, progress) if posters else 0

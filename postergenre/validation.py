@@ -95,7 +95,9 @@ def parse_genres_csv(data: bytes) -> ParsedGenres:
             continue
         movie_id = parse_movie_id(fields[0])
         if movie_id is None:
-            parsed.rejected.append(Rejected("invalid_id", f"id {fields[0].strip()!r} is not a number", number, line))
+            parsed.rejected.append(
+                Rejected("invalid_id", f"id {fields[0].strip()!r} is not a number", number, line)
+            )
             continue
         genre = normalise_genre(fields[1])
         if genre is None:
@@ -104,7 +106,9 @@ def parse_genres_csv(data: bytes) -> ParsedGenres:
             )
             continue
         if (movie_id, genre) in seen:
-            parsed.rejected.append(Rejected("duplicate_row", f"repeats ({movie_id}, {genre})", number, line, movie_id))
+            parsed.rejected.append(
+                Rejected("duplicate_row", f"repeats ({movie_id}, {genre})", number, line, movie_id)
+            )
             continue
         seen.add((movie_id, genre))
         parsed.rows.append((movie_id, genre))

@@ -33,6 +33,7 @@ from postergenre.testing.postgres import PostgresUnavailable, find_bin_dir
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 TABLES = {"snapshots", "datasets", "drift_reports"}
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @pytest.fixture
@@ -90,22 +91,24 @@ def count(engine: sa.Engine, model: type[Base]) -> int:
 # ------------------------------------------------------------------------------------------- schema
 
 
+def schema_state(engine: sa.Engine) -> tuple[tuple[str, ...], set[str]]:
+    """(alembic heads stamped in the DB, application tables present)."""
+    with engine.connect() as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return heads, TABLES & set(sa.inspect(conn).get_table_names())
+
+
 def test_upgrade_is_idempotent_and_reversible(db_url: str) -> None:
     engine = make_engine(db_url)
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     try:
         for _ in range(2):
             upgrade(db_url)
-            with engine.connect() as conn:
-                assert MigrationContext.configure(conn).get_current_heads() == (head,)
-                assert TABLES <= set(sa.inspect(conn).get_table_names())
+            assert schema_state(engine) == ((HEAD,), TABLES)
         with engine.begin() as conn:
             command.downgrade(alembic_config(conn), "base")
-        with engine.connect() as conn:
-            assert not TABLES & set(sa.inspect(conn).get_table_names())
+        assert schema_state(engine) == ((), set())
         upgrade(engine)
-        with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_heads() == (head,)
+        assert schema_state(engine) == ((HEAD,), TABLES)
     finally:
         engine.dispose()
 
@@ -117,12 +120,17 @@ def test_migration_chain_is_linear() -> None:
     assert sum(rev.down_revision is None for rev in revisions) == 1
 
 
+@pytest.mark.timeout(60)
 def test_concurrent_upgrades_all_succeed(db_url: str) -> None:
+    """Workers racing to migrate a fresh DB queue on the migration lock instead of colliding.
+
+    Without the lock the runs interleave and can hang (Alembic's ``op``/``context`` proxies are
+    process-global), hence the timeout.
+    """
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(upgrade, [db_url] * 4))
     engine = make_engine(db_url)
-    with engine.connect() as conn:
-        assert len(MigrationContext.configure(conn).get_current_heads()) == 1
+    assert schema_state(engine) == ((HEAD,), TABLES)
     engine.dispose()
 
 
@@ -165,7 +173,12 @@ def test_dataset_and_drift_round_trip(engine: sa.Engine) -> None:
     with session_scope(engine) as session:
         record_snapshot(session, **snapshot_fields())
         dataset = record_dataset(
-            session, snapshot_id="2026-11-24", seed=42, content_hash="sha256:d", uri="s3://b/ds", counts=counts
+            session,
+            snapshot_id="2026-11-24",
+            seed=42,
+            content_hash="sha256:d",
+            uri="s3://b/ds",
+            counts=counts,
         )
         drift = record_drift(session, **drift_fields())
         dataset_id, drift_id = dataset.id, drift.id
@@ -218,7 +231,9 @@ def test_record_dataset_is_idempotent_and_refuses_a_different_hash(engine: sa.En
 
 
 @pytest.mark.parametrize("baseline_id", ["2026-11-17", None])
-def test_record_drift_replaces_the_report_for_the_same_key(engine: sa.Engine, baseline_id: str | None) -> None:
+def test_record_drift_replaces_the_report_for_the_same_key(
+    engine: sa.Engine, baseline_id: str | None
+) -> None:
     add_snapshots(engine, ("2026-11-24", T0))
     with session_scope(engine) as session:
         first = record_drift(session, **drift_fields(baseline_id=baseline_id)).id
@@ -248,9 +263,7 @@ def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
     with pytest.raises(IntegrityError), session_scope(engine) as session:
         record_drift(session, **drift_fields(snapshot_id="no-such-snapshot"))
     with pytest.raises(IntegrityError), session_scope(engine) as session:
-        record_dataset(
-            session, snapshot_id="no-such-snapshot", seed=1, content_hash="h", uri="u", counts={}
-        )
+        record_dataset(session, snapshot_id="no-such-snapshot", seed=1, content_hash="h", uri="u", counts={})
     assert count(engine, DriftReport) == count(engine, Dataset) == 0
 
 
@@ -258,11 +271,15 @@ def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
     "make_duplicate",
     [
         pytest.param(
-            lambda: Dataset(snapshot_id="2026-11-24", seed=1, content_hash="h", uri="u", counts={}, created_at=T0),
+            lambda: Dataset(
+                snapshot_id="2026-11-24", seed=1, content_hash="h", uri="u", counts={}, created_at=T0
+            ),
             id="dataset-snapshot-seed",
         ),
         pytest.param(lambda: DriftReport(**drift_fields(), created_at=T0), id="drift-with-baseline"),
-        pytest.param(lambda: DriftReport(**drift_fields(baseline_id=None), created_at=T0), id="drift-no-baseline"),
+        pytest.param(
+            lambda: DriftReport(**drift_fields(baseline_id=None), created_at=T0), id="drift-no-baseline"
+        ),
     ],
 )
 def test_unique_keys_are_enforced_by_the_database(engine: sa.Engine, make_duplicate: Any) -> None:
@@ -287,7 +304,11 @@ def test_drift_kind_is_checked(engine: sa.Engine) -> None:
 def test_previous_and_latest_snapshots_order_by_time_then_id(engine: sa.Engine) -> None:
     # Inserted out of order; "b" and "c" share a timestamp, so the id breaks the tie.
     add_snapshots(
-        engine, ("c", T0 + timedelta(days=7)), ("a", T0), ("d", T0 + timedelta(days=14)), ("b", T0 + timedelta(days=7))
+        engine,
+        ("c", T0 + timedelta(days=7)),
+        ("a", T0),
+        ("d", T0 + timedelta(days=14)),
+        ("b", T0 + timedelta(days=7)),
     )
     with session_scope(engine) as session:
         previous = {sid: previous_snapshot(session, sid) for sid in "abcd"}
@@ -306,7 +327,9 @@ def test_drift_history_is_oldest_first_and_filters_by_kind(engine: sa.Engine) ->
     add_snapshots(engine, ("s1", T0), ("s2", T0 + timedelta(days=7)))
     with session_scope(engine) as session:
         record_drift(session, **drift_fields(snapshot_id="s2", created_at=T0 + timedelta(days=7, hours=1)))
-        record_drift(session, **drift_fields(snapshot_id="s1", kind="champion", created_at=T0 + timedelta(hours=1)))
+        record_drift(
+            session, **drift_fields(snapshot_id="s1", kind="champion", created_at=T0 + timedelta(hours=1))
+        )
         record_drift(session, **drift_fields(snapshot_id="s1", created_at=T0 + timedelta(hours=2)))
     with session_scope(engine) as session:
         assert [(r.snapshot_id, r.kind) for r in drift_history(session)] == [

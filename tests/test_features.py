@@ -65,31 +65,57 @@ def head_weights(head: keras.Model) -> list[np.ndarray]:
     return [np.asarray(w) for w in head.weights]  # includes BatchNorm moving statistics
 
 
-@pytest.mark.parametrize("dropout", [False, True])
-def test_head_on_cached_features_equals_end_to_end_training_with_frozen_backbone(posters, backbone, dropout):
+LEARNING_RATE, EPOCHS = 1e-3, 2
+
+
+@pytest.mark.parametrize(
+    ("dropout", "xla"),
+    [
+        (False, False),
+        pytest.param(True, False, marks=pytest.mark.slow),
+        pytest.param(False, True, marks=pytest.mark.slow),  # XLA compilation is slow on CPU
+    ],
+)
+def test_head_on_cached_features_equals_end_to_end_training_with_frozen_backbone(
+    posters, backbone, dropout, xla
+):
+    """Same seeds, same batches in the same order, no augmentation: the two routes train the same head.
+
+    Without XLA both routes run the same kernels and the heads agree bit for bit. With XLA (Keras' default on
+    GPUs and under JAX) the two training steps are different compiled programs whose roundings differ in the
+    last bits; Adam divides each gradient by its own running RMS, so a weight whose gradient is rounding noise
+    can still move by up to about the learning rate per step. The bound below is that, and predictions agree
+    closely.
+    """
     paths, labels = posters
     features, kept, stats = embed_with(backbone, paths, image_size=SIZE, batch_size=BATCH, dtype=np.float32)
     assert stats.skipped == 2 and kept.sum() == GOOD == len(features)
 
     def fresh_head():
-        head = build_head(features_dim(backbone), units=64, dropout=dropout, n_outputs=19, seed=7)
-        return head
+        return build_head(features_dim(backbone), units=64, dropout=dropout, n_outputs=19, seed=7)
 
-    cached = compile_head(fresh_head(), "multiclass")
-    cached.fit(features, labels[kept], batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    def compile_(model):
+        return compile_head(model, "multiclass", learning_rate=LEARNING_RATE, jit_compile=xla)
+
+    cached = compile_(fresh_head())
+    cached.fit(features, labels[kept], batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
 
     end_to_end_head = fresh_head()
-    classifier = compile_head(build_classifier(backbone, end_to_end_head), "multiclass")
+    classifier = compile_(build_classifier(backbone, end_to_end_head))
     dataset, _ = make_dataset(paths, labels, image_size=SIZE, batch_size=BATCH, shuffle_seed=None)
-    classifier.fit(dataset, epochs=2, verbose=0)
+    classifier.fit(dataset, epochs=EPOCHS, shuffle=False, verbose=0)
 
-    trained = head_weights(cached)
-    assert not np.allclose(trained[0], head_weights(fresh_head())[0])  # training did move the weights
+    trained, initial = head_weights(cached), head_weights(fresh_head())
+    assert not np.allclose(trained[0], initial[0])  # training did move the weights
+    steps = EPOCHS * len(dataset)
     for a, b in zip(trained, head_weights(end_to_end_head), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        if xla:
+            np.testing.assert_allclose(a, b, rtol=0, atol=2 * LEARNING_RATE * steps)
+        else:
+            np.testing.assert_array_equal(a, b)
     images = np.concatenate(list(make_dataset(paths, None, image_size=SIZE, batch_size=BATCH)[0]))
     np.testing.assert_allclose(
-        cached.predict(features, verbose=0), classifier.predict(images, verbose=0), rtol=1e-4, atol=1e-6
+        cached.predict(features, verbose=0), classifier.predict(images, verbose=0), rtol=1e-3, atol=1e-5
     )
 
 

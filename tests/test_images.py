@@ -170,8 +170,13 @@ def test_dataset_is_lazy_batched_and_prefetched(tmp_path):
     assert stats.kept == 5
     assert type(ds).__name__ == "_PrefetchDataset"  # the last stage overlaps decoding with training
     assert ds.element_spec.shape.as_list() == [None, 16, 16, 3]
-    paths[0].unlink()  # posters are read per batch at iteration time, not when the dataset is built
-    assert [len(batch) for batch in ds.as_numpy_iterator()] == [2, 2]
+    assert len(ds) == 3  # the length is known up front, so Keras knows the steps per epoch
+    assert [len(batch) for batch in ds.as_numpy_iterator()] == [2, 2, 1]
+    # Posters are read at iteration time, not when the dataset is built; one that vanishes after the scan
+    # breaks the promised length loudly instead of silently shrinking the epoch.
+    paths[0].unlink()
+    with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain"):
+        list(ds.as_numpy_iterator())
 
 
 def test_indexed_dataset_reports_which_posters_it_kept(mixed_posters):

@@ -132,7 +132,9 @@ def test_classifier_freezes_the_backbone_and_composes(tiny, posters, tmp_path):
     path = tmp_path / "classifier.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(reloaded.predict(posters, verbose=0), model.predict(posters, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(posters, verbose=0), model.predict(posters, verbose=0), rtol=1e-6
+    )
 
 
 def test_compile_head_picks_loss_and_metrics_by_kind():

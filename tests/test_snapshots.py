@@ -61,11 +61,20 @@ def test_ingest_publishes_clean_rows_and_quarantines_the_rest(store, export):
     assert (result["movies"], result["rows"], result["posters"]) == (3, 4, 3)
     rows = load_rows(store, "s1")
     assert sorted(map(tuple, rows.itertuples(index=False))) == [
-        (1, "Drama"), (1, "Western"), (2, "Comedy"), (3, "Horror")]
+        (1, "Drama"),
+        (1, "Western"),
+        (2, "Comedy"),
+        (3, "Horror"),
+    ]
 
     quarantine = store.get_json(snapshot_key("s1", "quarantine.json"))
-    assert quarantine["counts"] == {"empty_poster": 1, "invalid_id": 1, "no_valid_poster": 2,
-                                    "poster_without_genres": 1, "unknown_genre": 1}
+    assert quarantine["counts"] == {
+        "empty_poster": 1,
+        "invalid_id": 1,
+        "no_valid_poster": 2,
+        "poster_without_genres": 1,
+        "unknown_genre": 1,
+    }
     assert result["quarantined"] == sum(quarantine["counts"].values())
     by_reason = {item["reason"]: item for item in quarantine["items"]}
     assert by_reason["unknown_genre"]["raw"] == "3,Anime"
@@ -168,13 +177,27 @@ def test_synthetic_faults_snapshot_accounts_for_every_input(store, tmp_path):
     rejected_rows = [i for i in quarantine["items"] if "line" in i]
     rows_of_movies_without_poster = sum(
         len(i["detail"].removeprefix("rows kept out: ").split(", "))
-        for i in quarantine["items"] if i["reason"] == "no_valid_poster"
+        for i in quarantine["items"]
+        if i["reason"] == "no_valid_poster"
     )
     # every input line is a published row, a quarantined row, a blank line, or a row of a poster-less movie
-    assert len(lines) == (manifest["counts"]["rows"] + len(rejected_rows) + quarantine["blank_lines"]
-                          + rows_of_movies_without_poster)
-    for reason in ("malformed_row", "invalid_id", "unknown_genre", "duplicate_row", "empty_poster",
-                   "not_an_image", "corrupt_poster", "poster_without_genres", "no_valid_poster"):
+    assert len(lines) == (
+        manifest["counts"]["rows"]
+        + len(rejected_rows)
+        + quarantine["blank_lines"]
+        + rows_of_movies_without_poster
+    )
+    for reason in (
+        "malformed_row",
+        "invalid_id",
+        "unknown_genre",
+        "duplicate_row",
+        "empty_poster",
+        "not_an_image",
+        "corrupt_poster",
+        "poster_without_genres",
+        "no_valid_poster",
+    ):
         assert quarantine["counts"].get(reason, 0) > 0, reason
     assert result["quarantined"] == len(quarantine["items"])
     published = {info.key.rsplit("/", 1)[-1] for info in store.list(POSTER_PREFIX + "/")}

@@ -69,8 +69,8 @@ def pair(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 def test_csv_has_header_canonical_genres_and_increasing_ids(clean):
     summary, _ = clean
-    text = (summary.out / "genres.csv").read_text(encoding="utf-8")
-    assert text.startswith("id,genre\n") and "\r" not in text
+    raw = (summary.out / "genres.csv").read_bytes()
+    assert raw.startswith(b"id,genre\n") and b"\r" not in raw
     df = read_genres(summary.out)
     assert len(df) == summary.rows and not df.duplicated().any()
     assert set(df["genre"]) <= set(GENRES)
@@ -187,6 +187,8 @@ def test_faults_are_present_and_listed(pair):
         assert len(listed[name]) >= 3, name
         for record in listed[name]:
             assert lines[record["line"] - 1] == record["text"], name
+    for r in listed["duplicate_rows"]:  # the copy comes after the original
+        assert lines.index(r["text"]) < r["line"] - 1
     assert {r["id"] for r in listed["hostile_ids"]} >= {"../../x", "/etc/passwd", "..\\x"}
     assert any(r["text"].count(",") != 1 for r in listed["malformed_rows"])
     assert any(r["text"].count('"') % 2 for r in listed["malformed_rows"])
@@ -274,4 +276,5 @@ def test_an_existing_empty_destination_is_used(tmp_path):
     summary = generate_snapshot(out, movies=20, seed=4)
     assert summary.out == out and summary.posters == 20
     assert sorted(p.name for p in out.iterdir()) == ["genres.csv", "posters"]
+    assert out.stat().st_mode & 0o777 == 0o755  # readable by others once published
     assert (out / "genres.csv").read_bytes().startswith(b"id,genre\n")

@@ -62,14 +62,21 @@ def test_every_bad_line_is_quarantined_with_its_reason_and_line_number():
     parsed = parse_genres_csv(data)
     assert parsed.rows == [(1, "Drama"), (5, "Comedy")]
     reasons = {r.line: r.reason for r in parsed.rejected}
-    assert reasons == {3: "duplicate_row", 4: "unknown_genre", 5: "invalid_id", 6: "malformed_row",
-                       7: "malformed_row"}
+    assert reasons == {
+        3: "duplicate_row",
+        4: "unknown_genre",
+        5: "invalid_id",
+        6: "malformed_row",
+        7: "malformed_row",
+    }
     unknown = next(r for r in parsed.rejected if r.reason == "unknown_genre")
     assert unknown.movie_id == 2 and unknown.raw == "2,Anime"
 
 
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.sampled_from(GENRES + ("Anime", ""))), max_size=40),
-       st.booleans())
+@given(
+    st.lists(st.tuples(st.integers(0, 10**9), st.sampled_from(GENRES + ("Anime", ""))), max_size=40),
+    st.booleans(),
+)
 def test_no_line_is_lost(pairs, crlf):
     """Every non-blank input line ends up either as a clean row or as exactly one quarantine entry."""
     newline = "\r\n" if crlf else "\n"
@@ -79,10 +86,19 @@ def test_no_line_is_lost(pairs, crlf):
     assert len(set(parsed.rows)) == len(parsed.rows)
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("1000001.jpg", 1000001), ("7.JPEG", 7), ("9.png", 9),
-    ("../1.jpg", None), ("/etc/1.jpg", None), ("a/1.jpg", None), ("1.gif", None), ("x.jpg", None),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("1000001.jpg", 1000001),
+        ("7.JPEG", 7),
+        ("9.png", 9),
+        ("../1.jpg", None),
+        ("/etc/1.jpg", None),
+        ("a/1.jpg", None),
+        ("1.gif", None),
+        ("x.jpg", None),
+    ],
+)
 def test_poster_names(name, expected):
     assert poster_id_from_name(name) == expected
 
@@ -94,11 +110,14 @@ def test_valid_jpeg_and_png_by_content():
     assert png.reason is None and png.format == "png"
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "empty_poster"),
-    (b"hello, I am text pretending to be a jpg", "not_an_image"),
-    (b"\xff\xd8\xff" + bytes(range(256)) * 4, "corrupt_poster"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty_poster"),
+        (b"hello, I am text pretending to be a jpg", "not_an_image"),
+        (b"\xff\xd8\xff" + bytes(range(256)) * 4, "corrupt_poster"),
+    ],
+)
 def test_bad_posters(data, reason):
     assert check_poster(data).reason == reason
 

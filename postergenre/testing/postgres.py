@@ -138,7 +138,9 @@ class PostgresServer:
             cmd, cwd=self._tmp, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
         )
         if check and done.returncode != 0:
-            raise PostgresUnavailable(f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}")
+            raise PostgresUnavailable(
+                f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"
+            )
         return done
 
     def __enter__(self) -> PostgresServer:

@@ -1,0 +1,173 @@
+"""Small helpers shared by the DAG files: default task arguments, the alert notifier, the snapshot Asset,
+the GPU pool name and the trigger-form Params.
+
+DAG files are parsed every few seconds by the dag processor, so this module imports only ``airflow.sdk`` and
+the standard library at top level; anything heavier is imported inside the function that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, BaseNotifier, Param
+
+from postergenre.airflow_env import GPU_POOL
+
+__all__ = [
+    "GPU_POOL",
+    "SNAPSHOTS_ASSET",
+    "PostergenreNotifier",
+    "default_args",
+    "drift_summary",
+    "resolve_snapshot_id",
+    "snapshot_id_param",
+    "source_param",
+    "task_settings",
+]
+
+SOURCE_ENV = "POSTERGENRE_SOURCE_URL"
+WEBHOOK_ENV = "POSTERGENRE_ALERT_WEBHOOK_URL"
+CHAMPION_MODEL = "genre-cnn"
+# Same rule as postergenre.snapshots.validate_snapshot_id, plus "" for "use the run's date".
+SNAPSHOT_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+SNAPSHOTS_ASSET = Asset(
+    name="postergenre_snapshots",
+    uri="postergenre://snapshots",
+    group="postergenre",
+    extra={"description": "A validated catalogue snapshot; each event's extra names it and its drift."},
+)
+"""Updated once per monitor run. Event extra: ``snapshot_id``, ``severity`` (ok/warn/alert), ``drift``
+(per kind: severity, baseline_id, report_uri), ``report_uris``, ``manifest_uri``, ``status``, ``movies``."""
+
+
+def default_args(
+    *,
+    retries: int = 2,
+    retry_delay: timedelta = timedelta(minutes=1),
+    max_retry_delay: timedelta = timedelta(minutes=30),
+    execution_timeout: timedelta = timedelta(hours=1),
+) -> dict[str, Any]:
+    """Task defaults: transient failures (store, network) are retried with exponential backoff; a hung
+    task is killed after ``execution_timeout`` instead of holding its slot forever."""
+    return {
+        "owner": "postergenre",
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": max_retry_delay,
+        "execution_timeout": execution_timeout,
+    }
+
+
+class PostergenreNotifier(BaseNotifier):
+    """Logs an alert and, when a webhook URL is configured, POSTs it as JSON (``{"text": ..., ...}``).
+
+    The URL comes from ``webhook_url`` or the ``POSTERGENRE_ALERT_WEBHOOK_URL`` environment variable. A
+    webhook that cannot be reached is logged, not raised: the alert is already in the task log and the drift
+    report is stored, so failing (and retrying) the task would only repeat work.
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str, *, webhook_url: str | None = None, details: Mapping[str, Any] | None = None,
+                 timeout: float = 10.0):
+        super().__init__()
+        self.message = message
+        self.webhook_url = webhook_url
+        self.details = dict(details or {})
+        self.timeout = timeout
+
+    def payload(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        ti = context.get("ti")
+        return {
+            "text": self.message,
+            "dag_id": getattr(context.get("dag"), "dag_id", None),
+            "run_id": context.get("run_id"),
+            "task_id": getattr(ti, "task_id", None),
+            "details": self.details,
+        }
+
+    def notify(self, context: Mapping[str, Any]) -> None:
+        payload = self.payload(context)
+        self.log.warning("postergenre alert: %s %s", self.message, json.dumps(self.details, sort_keys=True))
+        url = self.webhook_url or os.environ.get(WEBHOOK_ENV, "")
+        if not url:
+            return
+        request = urllib.request.Request(
+            url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            self.log.error("alert webhook %s failed: %s", url, exc)
+
+
+def source_param() -> Param:
+    """The export to ingest; its default is read from ``POSTERGENRE_SOURCE_URL`` when the DAG is parsed."""
+    return Param(
+        os.environ.get(SOURCE_ENV, ""),
+        type="string",
+        title="Source export",
+        description=(
+            "Letterboxd-shaped export to ingest: a local folder, a .zip/.tar.gz archive or an "
+            f"s3://bucket/prefix. Defaults to ${SOURCE_ENV} where the DAG is parsed; the run fails if empty."
+        ),
+    )
+
+
+def snapshot_id_param() -> Param:
+    return Param(
+        "",
+        type="string",
+        pattern=SNAPSHOT_ID_PATTERN,
+        title="Snapshot id",
+        description=(
+            "Id to publish the snapshot under (letters, digits, '.', '_', '-'; at most 64). Leave empty to use "
+            "the run's logical date as YYYY-MM-DD. Re-ingesting identical content under an id is a no-op."
+        ),
+    )
+
+
+def resolve_snapshot_id(requested: str | None, context: Mapping[str, Any]) -> str:
+    """The requested id, else the run's date: its logical date, or (manual Airflow 3 runs may have none)
+    the time it was due to run."""
+    if requested:
+        return requested
+    when: datetime | None = context.get("logical_date")
+    if when is None:
+        when = context["dag_run"].run_after
+    return when.strftime("%Y-%m-%d")
+
+
+def task_settings():
+    """Fresh ``Settings`` from the task's environment (never the process-wide cached copy, which a
+    long-lived worker or an in-process ``dag.test()`` could hold from another configuration)."""
+    from postergenre.config import Settings
+
+    return Settings()
+
+
+def drift_summary(result: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The part of a drift result worth an XCom: severity, ids, distances and where the full report is."""
+    summary: dict[str, Any] = {
+        "kind": kind,
+        "snapshot_id": result["snapshot_id"],
+        "baseline_id": result.get("baseline_id"),
+        "severity": result["severity"],
+        "report_uri": result.get("report_uri"),
+        "reasons": list(result.get("reasons", [])),
+    }
+    for view in ("raw", "collapsed"):
+        if view in result:
+            summary[view] = {"js_distance": result[view]["js_distance"], "psi": result[view]["psi"]}
+    if "note" in result:
+        summary["note"] = result["note"]
+    return summary
