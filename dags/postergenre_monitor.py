@@ -88,7 +88,10 @@ def postergenre_monitor():
 
     @task(outlets=[SNAPSHOTS_ASSET], trigger_rule=TriggerRule.NONE_FAILED)
     def publish(ingested: dict, previous: dict, champion: dict | None) -> dict:
-        """Emit the snapshot's Asset event (extra = the returned dict); notify on a drift alert."""
+        """Emit the snapshot's Asset event (extra = the returned dict); notify on a drift alert.
+
+        ``champion`` is None when that comparison was skipped (Airflow then logs a harmless "XCom not found").
+        """
         from postergenre.drift import severity_rank
 
         drifts = {d["kind"]: d for d in (previous, champion) if d}

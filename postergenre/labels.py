@@ -108,8 +108,8 @@ def _blocks(groups: np.ndarray, n_groups: int) -> _Blocks:
 def _draw(blocks: _Blocks, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row indices: ``counts[g]`` rows drawn uniformly without replacement from each group g.
 
-    Groups come one after the other in id order; inside a group the draws are in random order. Each draw
-    costs about ``counts[g]`` (numpy's Floyd / partial shuffle), not the group's size.
+    Groups come one after the other in id order; inside a group the draws are in random order. numpy's
+    Floyd / partial shuffle makes about ``counts[g]`` random draws per group, never a full shuffle of it.
     """
     groups = zip(blocks.starts.tolist(), blocks.sizes.tolist(), counts.tolist(), strict=True)
     picks = [blocks.order[start + rng.choice(size, n, replace=False)] for start, size, n in groups if n]

@@ -168,6 +168,7 @@ _STYLE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], str]] = {
 }
 _NO_SIGNAL_SHARE = 0.2  # posters with no genre signal at all
 _WEAK_SIGNAL_SHARE = 0.15  # posters with a faint one
+_STRONG_SIGNAL = (0.55, 1.0)  # strength range of the rest: lower it to make the task harder
 _GREY_SHARE = 0.01  # single-channel JPEGs exist in real exports
 _NOISE_SIZE = 512
 
@@ -203,7 +204,7 @@ def _signal_strength(rng: np.random.Generator) -> float:
         return 0.0
     if u < _NO_SIGNAL_SHARE + _WEAK_SIGNAL_SHARE:
         return float(rng.uniform(0.1, 0.3))
-    return float(rng.uniform(0.55, 1.0))
+    return float(rng.uniform(*_STRONG_SIGNAL))
 
 
 def _mix(a: np.ndarray, b: np.ndarray, t: float) -> tuple[int, int, int]:

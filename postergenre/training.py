@@ -195,9 +195,9 @@ class _Resume:
 class Checkpointer(keras.callbacks.Callback):
     """Writes a resumable checkpoint to the store after every epoch, so a killed worker picks up where it was.
 
-    Each epoch ``k`` writes ``<prefix>/epoch-<k>/``: ``head.weights.h5`` (the head's weights), ``state.npz``
-    (the best weights so far, the Adam variables and the Dropout seed-generator state, which ``.weights.h5``
-    omits), then ``<prefix>/state.json`` (epoch, history, early-stopping state, run configuration) last, and
+    Each epoch ``k`` writes ``<prefix>/epoch-<k>/``: ``head.weights.h5`` (the head's weights; Keras puts the
+    compiled model's Adam variables in it too), ``state.npz`` (the best weights so far and the Dropout
+    seed-generator state, which ``.weights.h5`` omits), then ``<prefix>/state.json`` (epoch, history, early-stopping state, run configuration) last, and
     only then deletes the previous epoch's folder. ``state.json`` always names a complete folder, so a kill at
     any point leaves a consistent checkpoint. ``fit_head(checkpoint=...)`` resumes from it.
     """
@@ -235,16 +235,15 @@ class Checkpointer(keras.callbacks.Callback):
                 f"checkpoint {self.state_key} belongs to a different run: {state['config']} != {config}"
             )
         folder = state["folder"]
+        model.optimizer.build(model.trainable_variables)  # so that load_weights restores Adam's moments too
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "head.weights.h5"
             path.write_bytes(self.store.get_bytes(f"{folder}/head.weights.h5"))
             model.load_weights(path)
         with np.load(io.BytesIO(self.store.get_bytes(f"{folder}/state.npz")), allow_pickle=False) as npz:
             arrays = dict(npz)
-        model.optimizer.build(model.trainable_variables)
-        for name, variables in (("optimizer", model.optimizer.variables), ("rng", _state_variables(model))):
-            for i, variable in enumerate(variables):
-                variable.assign(arrays[f"{name}_{i}"])
+        for i, variable in enumerate(_state_variables(model)):
+            variable.assign(arrays[f"rng_{i}"])
         best = [arrays[f"best_{i}"] for i in range(len(model.weights))]
         return _Resume(state["epoch"], state["history"], state["early_stopping"], best, state["finished"])
 
@@ -257,8 +256,7 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.save_weights(path)
             self.store.put_bytes(f"{folder}/head.weights.h5", path.read_bytes())
         arrays = {f"best_{i}": w for i, w in enumerate(self._early_stopping.best_weights)}
-        for name, variables in (("optimizer", self.model.optimizer.variables), ("rng", _state_variables(self.model))):
-            arrays.update({f"{name}_{i}": np.asarray(v) for i, v in enumerate(variables)})
+        arrays.update({f"rng_{i}": np.asarray(v) for i, v in enumerate(_state_variables(self.model))})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         self.store.put_bytes(f"{folder}/state.npz", buf.getvalue())

@@ -5,7 +5,8 @@
 #
 #   scripts/airflow-local.sh            # port 8080; AIRFLOW_PORT=8181 scripts/airflow-local.sh for another
 #
-# Stop: Ctrl-C, or `kill -- -<pgid>` of this process group (standalone starts its parts as children).
+# Stop: Ctrl-C in its terminal, or `kill -TERM -- -<pgid>` (printed at start): standalone starts its parts as
+# children in its process group. Started in the background by a non-interactive shell it ignores SIGINT.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,12 +33,13 @@ echo "airflow: migrating the metadata DB in $AIRFLOW_HOME" >&2
 airflow db migrate >/dev/null
 airflow pools set "$GPU_POOL" "$GPU_POOL_SLOTS" "accelerator-bound tasks (training, tuning)" >/dev/null
 
+pgid="$(ps -o pgid= -p $$ | tr -d ' ')"
 cat >&2 <<EOF
 
   Airflow UI:  $AIRFLOW__API__BASE_URL
   login:       $admin_user / $password   (from $pwfile)
   DAGs:        $AIRFLOW__CORE__DAGS_FOLDER   (new DAGs start paused)
-  stop:        Ctrl-C  (or: kill -- -$$)
+  stop:        Ctrl-C  (or: kill -TERM -- -$pgid)
 
 EOF
 exec airflow standalone

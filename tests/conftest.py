@@ -4,4 +4,4 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.common"]
+pytest_plugins = ["fixtures.airflow", "fixtures.s3", "fixtures.postgres", "fixtures.common"]

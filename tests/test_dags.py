@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from postergenre.airflow_env import GPU_POOL, airflow_env, passwords_file
-from postergenre.config import Settings
+from postergenre.airflow_env import airflow_env, passwords_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS = REPO_ROOT / "dags"
@@ -213,13 +212,6 @@ def test_airflow_env_keeps_everything_under_the_home_and_shells_out(settings, tm
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
                          env={**os.environ, "POSTERGENRE_HOME": str(settings.home)})
     assert out.stdout.strip() == str(home)
-
-
-def test_gpu_pool_name_is_shared_with_the_local_script():
-    from postergenre.dag_support import GPU_POOL as dag_pool
-
-    assert dag_pool == GPU_POOL
-    assert "GPU_POOL" in (REPO_ROOT / "scripts" / "airflow-local.sh").read_text()
 
 
 # --------------------------------------------------------------------------------------------- dag.test

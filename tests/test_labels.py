@@ -51,6 +51,13 @@ def single_genre(sizes: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame({"movie_id": ids, "genre": genres})
 
 
+def expected_split(n: int) -> list[int]:
+    """The brief's per-class sizes: round(0.7n) train, round(0.15n) val (never past n), the rest test."""
+    n_train = round(0.7 * n)
+    n_val = min(round(0.15 * n), n - n_train)
+    return [n_train, n_val, n - n_train - n_val]
+
+
 def neg_target(n_pos: int, ratio: float = 0.7) -> int:
     return round(n_pos * ratio / (1 - ratio))
 
@@ -145,9 +152,7 @@ def test_split_counts_follow_the_rounding_formula_per_class(n):
     out = stratified_split(frame, seed=5)
     table = out.groupby(["genre", "split"], observed=True).size()
     for genre, size in (("Drama", n), ("Horror", n + 3)):
-        n_train, n_val = round(0.7 * size), min(round(0.15 * size), size - round(0.7 * size))
-        expected = {"train": n_train, "val": n_val, "test": size - n_train - n_val}
-        assert {s: int(table.get((genre, s), 0)) for s in SPLITS} == expected
+        assert [int(table.get((genre, s), 0)) for s in SPLITS] == expected_split(size)
 
 
 def test_split_sizes_clip_val_for_tiny_classes_and_sum_to_n():
@@ -275,6 +280,14 @@ def test_prepare_labels_chains_the_steps_and_counts_the_splits():
     assert prepared.counts == {s: {g: int(table[(s, g)]) for g in prepared.classes} for s in SPLITS}
 
 
+def test_prepare_labels_handles_empty_and_single_movie_snapshots():
+    empty = prepare_labels(make_rows({}), seed=0)
+    assert empty.labels.empty and empty.ova == {} and empty.classes == []
+    single = prepare_labels(make_rows({7: ["War", "Drama"]}), seed=0)
+    assert single.labels["split"].tolist() == ["train"] and single.classes == ["Drama"]
+    assert single.ova["Drama"]["label"].tolist() == [1]
+
+
 def test_prepare_labels_is_deterministic_per_seed():
     rows = skewed_rows(2000, seed=1)
     first, again, other = prepare_labels(rows, 3), prepare_labels(rows.iloc[::-1], 3), prepare_labels(rows, 4)
@@ -322,7 +335,7 @@ def test_balance_split_and_ova_invariants(movies, seed):
     n = int(sizes.iloc[0])
     table = labels.groupby(["genre", "split"], observed=True).size()
     for genre in sizes.index:
-        assert [int(table.get((genre, s), 0)) for s in SPLITS] == split_sizes(np.array([n]))[0].tolist()
+        assert [int(table.get((genre, s), 0)) for s in SPLITS] == expected_split(n)
 
     per_split = labels.groupby(["split", "genre"], observed=False).size().unstack()
     for genre, frame in ova_sets(labels, seed).items():
@@ -348,3 +361,15 @@ def test_same_seed_gives_identical_frames(movies, seed):
     assert first.ova.keys() == again.ova.keys()
     for genre in first.ova:
         assert_frame_equal(first.ova[genre], again.ova[genre])
+
+
+@props
+@given(
+    sizes=st.dictionaries(st.sampled_from(GENRES), st.integers(20, 60), min_size=2, max_size=4),
+    seeds=st.lists(st.integers(0, 2**32), min_size=2, max_size=2, unique=True),
+)
+def test_different_seeds_draw_different_samples(sizes, seeds):
+    # Each genre has at least 20 movies, so two seeds agreeing on every split is vanishingly unlikely.
+    collapsed = single_genre(sizes)
+    first, second = (stratified_split(balance(collapsed, seed), seed) for seed in seeds)
+    assert not first.equals(second)

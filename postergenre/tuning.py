@@ -1,0 +1,209 @@
+"""Model selection for the heads: the report's search space, trials planned up front, run one by one.
+
+Report, section 2.1: the tuned hyperparameters are the second FC layer's width (64..512, step 64) and whether
+the dropout layer is present, chosen with "a few steps of random search"; section 4 names Hyperband as the
+refinement once trials can be distributed. Trials are independent, so the orchestrator (Airflow) fans them out:
+``plan_trials`` fixes every trial's hyperparameters and epoch budget from a seed before anything runs,
+``run_trial`` trains one (skipping it when its result is already stored, so a re-run only does what is left)
+and ``select_best`` picks the winner. keras-tuner provides the search space and its sampling; its own
+chief/worker mode is not used.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+
+import keras_tuner
+
+from postergenre.log import get_logger
+from postergenre.models import HeadKind
+from postergenre.storage import NotFound, ObjectStore
+from postergenre.training import HeadData, fit_head
+
+log = get_logger(__name__)
+METHODS = ("random", "hyperband")
+_MAX_DRAWS = 1000  # redraws to find an unseen point; missing one of 16 in 1000 draws has probability ~1e-28
+
+
+def search_space() -> keras_tuner.HyperParameters:
+    """``units``: width of the second FC layer, 64..512 step 64; ``dropout``: dropout layer on/off."""
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", min_value=64, max_value=512, step=64)
+    hp.Boolean("dropout")
+    return hp
+
+
+def _space_size(space: keras_tuner.HyperParameters) -> int:
+    return math.prod(len(list(p.values)) for p in space.space)
+
+
+def _sample(space: keras_tuner.HyperParameters, n: int, rng: random.Random) -> list[dict]:
+    """``n`` points drawn with keras-tuner's own samplers, no repeats until every point has been drawn."""
+    size, seen, points = _space_size(space), set(), []
+    for _ in range(n):
+        if len(seen) == size:
+            seen.clear()  # the space is exhausted: start another round of distinct points
+        for _ in range(_MAX_DRAWS):
+            point = {p.name: p.random_sample(rng.getrandbits(32)) for p in space.space}
+            key = tuple(sorted(point.items()))
+            if key not in seen:
+                break
+        seen.add(key)
+        points.append({"units": int(point["units"]), "dropout": bool(point["dropout"])})
+    return points
+
+
+def hyperband_schedule(max_epochs: int, factor: int = 3) -> list[list[dict]]:
+    """Hyperband's brackets (Li et al. 2018, Algorithm 1) for a maximum budget ``R = max_epochs``, ``eta = factor``.
+
+    Bracket ``s`` (from ``s_max = floor(log_eta R)`` down to 0) starts ``n = ceil((s_max+1)/(s+1) * eta^s)``
+    configurations at ``r = R * eta^-s`` epochs; round ``i`` keeps ``floor(n * eta^-i)`` of them at
+    ``r * eta^i`` epochs (rounded up to whole epochs). Returns, per bracket, its rounds as
+    ``{"configs": n_i, "epochs": r_i}``.
+    """
+    if max_epochs < 1 or factor < 2:
+        raise ValueError("hyperband needs max_epochs >= 1 and factor >= 2")
+    s_max = 0
+    while factor ** (s_max + 1) <= max_epochs:
+        s_max += 1
+    brackets = []
+    for s in range(s_max, -1, -1):
+        n = -(-(s_max + 1) * factor**s // (s + 1))
+        brackets.append(
+            [{"configs": n // factor**i, "epochs": -(-max_epochs // factor ** (s - i))} for i in range(s + 1)]
+        )
+    return brackets
+
+
+def plan_trials(
+    n: int, seed: int, *, method: str = "random", max_epochs: int = 20, factor: int = 3
+) -> list[dict]:
+    """Every trial's hyperparameters and epoch budget, fixed up front from ``seed`` (same seed, same plan).
+
+    ``random``: ``n`` trials ``{"trial_id", "hp", "epochs": max_epochs}``, distinct points while the space
+    (16 points) lasts.
+
+    ``hyperband``: ``n`` is the number of configurations sampled. They fill Hyperband's brackets
+    (``hyperband_schedule``) in order, repeating the brackets as further Hyperband iterations; the last bracket
+    may be cut short, and then each of its rounds keeps ``max(1, m // factor**i)`` of its ``m`` configurations.
+    Simplification, to keep every trial an independent task: each round of a bracket is its own set of trials
+    (with ``"bracket"`` and ``"round"`` keys and that round's epoch budget) that trains from scratch. Only round
+    0 has its hyperparameters; later rounds have ``"hp": None`` until the caller's select step fills them with
+    ``promote`` from the previous round's results (successive halving done by the orchestrator).
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if max_epochs < 1:
+        raise ValueError("max_epochs must be >= 1")
+    rng = random.Random(seed)
+    if method == "random":
+        points = _sample(search_space(), n, rng)
+        return [{"trial_id": f"t{i:03d}", "hp": hp, "epochs": max_epochs} for i, hp in enumerate(points)]
+    schedule = hyperband_schedule(max_epochs, factor)
+    points = iter(_sample(search_space(), n, rng))
+    trials: list[dict] = []
+    left, bracket = n, 0
+    while left > 0:
+        rounds = schedule[bracket % len(schedule)]
+        m = min(rounds[0]["configs"], left)
+        left -= m
+        for i, spec in enumerate(rounds):
+            for _ in range(m if i == 0 else max(1, m // factor**i)):
+                trials.append(
+                    {
+                        "trial_id": f"t{len(trials):03d}",
+                        "hp": next(points) if i == 0 else None,
+                        "epochs": spec["epochs"],
+                        "bracket": bracket,
+                        "round": i,
+                    }
+                )
+        bracket += 1
+    return trials
+
+
+def _rank(result: dict) -> tuple[float, str]:
+    """Lower validation loss first (NaN or infinite counts as worst), then the lower trial id."""
+    loss = float(result["val_loss"])
+    return (loss if math.isfinite(loss) else math.inf, result["trial_id"])
+
+
+def select_best(results: Sequence[dict]) -> dict:
+    """The result with the lowest ``val_loss``; ties go to the lower ``trial_id``."""
+    if not results:
+        raise ValueError("no trial results to select from")
+    return min(results, key=_rank)
+
+
+def promote(plan: Sequence[dict], results: Sequence[dict], *, bracket: int, round_index: int) -> list[dict]:
+    """Hyperband's successive-halving step: round ``round_index + 1`` of ``bracket`` with its hyperparameters.
+
+    The ``k`` trials of the next round take the hyperparameters of the ``k`` best results (``select_best``'s
+    order) of round ``round_index``; every trial of that round must have a result.
+    """
+    this_round = [t for t in plan if t.get("bracket") == bracket and t.get("round") == round_index]
+    next_round = [t for t in plan if t.get("bracket") == bracket and t.get("round") == round_index + 1]
+    if not this_round or not next_round:
+        raise ValueError(f"bracket {bracket} has no rounds {round_index} and {round_index + 1}")
+    by_id = {r["trial_id"]: r for r in results}
+    missing = [t["trial_id"] for t in this_round if t["trial_id"] not in by_id]
+    if missing:
+        raise ValueError(f"round {round_index} of bracket {bracket} is not finished: {', '.join(missing)}")
+    ranked = sorted((by_id[t["trial_id"]] for t in this_round), key=_rank)
+    return [{**t, "hp": dict(r["hp"])} for t, r in zip(next_round, ranked, strict=False)]
+
+
+def run_trial(
+    trial: dict,
+    data: HeadData,
+    *,
+    kind: HeadKind = "multiclass",
+    seed: int,
+    batch_size: int,
+    store: ObjectStore | None = None,
+    result_key: str | None = None,
+) -> dict:
+    """Train one trial's head; returns ``{"trial_id", "hp", "val_loss", "val_accuracy", "epochs_run",
+    "best_epoch", "seconds"}`` (the metrics of the best epoch, whose weights early stopping keeps).
+
+    With ``store`` and ``result_key``, a result already stored there is returned without training, and a new
+    one is stored, so a re-run of the whole search only trains the trials that did not finish.
+    """
+    if (store is None) != (result_key is None):
+        raise ValueError("store and result_key go together")
+    if trial.get("hp") is None:
+        raise ValueError(f"trial {trial['trial_id']} has no hyperparameters yet (promote it first)")
+    if store is not None:
+        try:
+            return store.get_json(result_key)
+        except NotFound:
+            pass
+    hp = trial["hp"]
+    start = time.perf_counter()
+    _, summary = fit_head(
+        data,
+        kind=kind,
+        units=hp["units"],
+        dropout=hp["dropout"],
+        max_epochs=trial["epochs"],
+        batch_size=batch_size,
+        seed=seed,
+    )
+    result = {
+        "trial_id": trial["trial_id"],
+        "hp": dict(hp),
+        "val_loss": summary["val_loss"],
+        "val_accuracy": summary["val_accuracy"],
+        "epochs_run": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    log.info("trial finished", **result)
+    if store is not None:
+        store.put_json(result_key, result)
+    return result
