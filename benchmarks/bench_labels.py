@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     seconds["baseline"] = runs.get("baseline", {}).get("seconds", float("nan"))
     titles = {"parse": "CSV parse only (pd.read_csv, pyarrow)", "ours": "parse + prepare_labels",
               "baseline": "parse + straightforward pandas"}  # fmt: skip
-    print(f"\nlabel processing: {args.movies:,} movies, {n_rows:,} rows; seconds: best of {args.repeats} "
-          "(baseline: one run); peak MB: VmHWM rise in the contender's own process")
+    print(
+        f"\nlabel processing: {args.movies:,} movies, {n_rows:,} rows; seconds: best of {args.repeats} "
+        "(baseline: one run); peak MB: VmHWM rise in the contender's own process"
+    )
     header = ("seconds", "x parse", "peak MB", "labelled", "OvA rows")
     print(f"{'contender':38s} " + " ".join(f"{h:>9s}" for h in header))
     for name, run in runs.items():
@@ -163,8 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps = ", ".join(f"{k} {best[k] * 1e3:.0f} ms" for k in ("collapse", "balance", "split", "ova"))
     print(f"prepare_labels alone: {prepare:.3f} s = {prepare / best['parse']:.2f} x parse ({steps})")
     if "baseline" in runs:
-        print(f"ours vs baseline: {seconds['baseline'] / seconds['ours']:.1f}x faster end to end, "
-              f"{(seconds['baseline'] - best['parse']) / prepare:.1f}x on label processing alone")
+        print(
+            f"ours vs baseline: {seconds['baseline'] / seconds['ours']:.1f}x faster end to end, "
+            f"{(seconds['baseline'] - best['parse']) / prepare:.1f}x on label processing alone"
+        )
     return {"movies": args.movies, "rows": n_rows, "seconds": seconds, "best": best, "runs": runs}
 
 

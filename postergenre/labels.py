@@ -10,9 +10,10 @@ stream, so changing one never shifts the draws of another. Results depend only o
 rows and the seed, never on the row order: frames are put in ``movie_id`` order before anything random
 happens.
 
-Random sampling within a group (a genre, or a (split, genre) pair) is one ``Generator.choice`` without
-replacement per group over a radix-sorted grouping of the rows (``_blocks``, ``_draw``), so it costs
-about the number of rows drawn, not the number of rows in the frame.
+Random sampling works per group (a genre, or a (split, genre) pair) over one radix-sorted grouping of
+the rows (``_blocks``): ``Generator.choice`` without replacement per group where a few rows are wanted
+(``_draw``), an in-place shuffle per group where all are (``_shuffled``), then vectorised slices
+(``_windows``). No Python loop ever runs per row.
 """
 
 from __future__ import annotations
@@ -106,14 +107,25 @@ def _blocks(groups: np.ndarray, n_groups: int) -> _Blocks:
 
 
 def _draw(blocks: _Blocks, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row indices: ``counts[g]`` rows drawn uniformly without replacement from each group g.
+    """Row indices: ``counts[g]`` rows drawn uniformly without replacement from each group g (unsorted).
 
-    Groups come one after the other in id order; inside a group the draws are in random order. numpy's
-    Floyd / partial shuffle makes about ``counts[g]`` random draws per group, never a full shuffle of it.
+    numpy's Floyd / partial shuffle makes about ``counts[g]`` random draws per group, not a full shuffle.
     """
     groups = zip(blocks.starts.tolist(), blocks.sizes.tolist(), counts.tolist(), strict=True)
-    picks = [blocks.order[start + rng.choice(size, n, replace=False)] for start, size, n in groups if n]
+    picks = [
+        blocks.order[start + rng.choice(size, n, replace=False, shuffle=False)]
+        for start, size, n in groups
+        if n
+    ]
     return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+
+
+def _shuffled(blocks: _Blocks, rng: np.random.Generator) -> np.ndarray:
+    """``blocks.order`` with every group's rows shuffled in place (one cheap call per group)."""
+    order = blocks.order.copy()
+    for start, size in zip(blocks.starts.tolist(), blocks.sizes.tolist(), strict=True):
+        rng.shuffle(order[start : start + size])
+    return order
 
 
 def _windows(shuffled: np.ndarray, blocks: _Blocks, counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -212,12 +224,11 @@ def stratified_split(
     codes = _genre_codes(frame)
     blocks = _blocks(codes, _N)
     sizes = split_sizes(blocks.sizes, fractions)
-    # Draw each genre's train + val movies in random order; the first n_train of them are train.
-    drawn = sizes[:, 0] + sizes[:, 1]
-    picked = _draw(blocks, drawn, np.random.default_rng([seed, _SPLIT]))
-    position = np.arange(picked.size) - np.repeat(np.cumsum(drawn) - drawn, drawn)
+    # Cut each genre's shuffled rows: the first n_train are train, the next n_val val, the rest test.
+    shuffled = _shuffled(blocks, np.random.default_rng([seed, _SPLIT]))
     split = np.full(codes.size, 2, dtype=np.int8)
-    split[picked] = position >= np.repeat(sizes[:, 0], drawn)
+    split[_windows(shuffled, blocks, sizes[:, 0], np.zeros_like(sizes[:, 0]))] = 0
+    split[_windows(shuffled, blocks, sizes[:, 1], sizes[:, 0])] = 1
     return _frame(
         movie_id=frame["movie_id"].to_numpy(dtype=np.int64),
         genre=pd.Categorical.from_codes(codes, dtype=GENRE_DTYPE),
@@ -291,7 +302,7 @@ def ova_sets(labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7) -> di
     ids, codes, splits = frame["movie_id"].to_numpy(dtype=np.int64), _genre_codes(frame), _split_codes(frame)
     blocks = _blocks(splits.astype(np.int16) * _N + codes, len(SPLITS) * _N)
     rng = np.random.default_rng([seed, _OVA])
-    shuffled = _draw(blocks, blocks.sizes, rng)
+    shuffled = _shuffled(blocks, rng)
     available = blocks.sizes.reshape(len(SPLITS), _N)
     sets = {}
     for genre in np.flatnonzero(available.sum(axis=0)).tolist():

@@ -11,6 +11,7 @@ Every step returns a small JSON-able dict (ids, URIs, metrics), never arrays.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import platform
 import tempfile
@@ -183,9 +184,15 @@ def _feature_key(ctx: RunContext) -> str:
     )
 
 
+def _split_object(split: str, movie_ids: np.ndarray) -> str:
+    """The cache object of one split is named by the exact movies it embeds, so a changed split never reuses it."""
+    digest = hashlib.sha256(np.sort(movie_ids).astype("<i8").tobytes()).hexdigest()[:16]
+    return f"{split}-{digest}"
+
+
 def embed_step(run_id: str, settings: Settings | None = None) -> dict:
     """Pooled backbone features of every labelled poster, per split, computed once per (snapshot, backbone,
-    weights, image size) and shared by every trial, the multi-class head and all OvA heads."""
+    weights, image size, split membership) and shared by every trial, the multi-class head and all OvA heads."""
     from postergenre.features import embed_with, has_features, save_features
     from postergenre.models import build_backbone
 
@@ -193,12 +200,13 @@ def embed_step(run_id: str, settings: Settings | None = None) -> dict:
     cfg = ctx.config
     key = _feature_key(ctx)
     labels = load_labels(ctx.store, cfg.snapshot_id, cfg.seed)
-    counts, backbone, started = {}, None, time.perf_counter()
+    counts, objects, backbone, started = {}, {}, None, time.perf_counter()
     for split in SPLITS:
-        if has_features(ctx.store, key, split):
-            counts[split] = {"cached": True}
-            continue
         ids = labels.loc[labels["split"] == split, "movie_id"].to_numpy(dtype=np.int64)
+        objects[split] = _split_object(split, ids)
+        if has_features(ctx.store, key, objects[split]):
+            counts[split] = {"cached": True, "total": len(ids)}
+            continue
         paths = _poster_paths(ctx, ids)
         backbone = backbone or build_backbone(
             cfg.backbone, weights=_local_weights(ctx), image_size=cfg.image_size, seed=cfg.seed
@@ -206,24 +214,23 @@ def embed_step(run_id: str, settings: Settings | None = None) -> dict:
         features, kept, stats = embed_with(
             backbone, [paths[int(i)] for i in ids], image_size=cfg.image_size, batch_size=cfg.batch_size
         )
-        save_features(ctx.store, key, split, ids[kept], features)
+        save_features(ctx.store, key, objects[split], ids[kept], features)
         counts[split] = {"cached": False, **stats.to_dict()}
         log.info("embedded split", run_id=ctx.run_id, split=split, **stats.to_dict())
-    result = {
+    ctx.store.put_json(ctx.key("features.json"), {"feature_key": key, "splits": objects})
+    return {
         "run_id": ctx.run_id,
         "feature_key": key,
         "splits": counts,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    ctx.store.put_json(ctx.key("features.json"), {"feature_key": key})
-    return result
 
 
 def _features_by_split(ctx: RunContext) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from postergenre.features import load_features
 
-    key = ctx.store.get_json(ctx.key("features.json"))["feature_key"]
-    return {split: load_features(ctx.store, key, split) for split in SPLITS}
+    index = ctx.store.get_json(ctx.key("features.json"))
+    return {split: load_features(ctx.store, index["feature_key"], index["splits"][split]) for split in SPLITS}
 
 
 def _classes(ctx: RunContext) -> list[str]:
@@ -347,7 +354,10 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
         data = _binary_data(ctx, genre, features)
         head, summary = train_ova_member(genre, data, units=hp["units"], dropout=hp["dropout"], **fit_kwargs)
         val_p = head.predict(data.x_val, verbose=0)[:, 0]
-        threshold = choose_thresholds(data.y_val[:, 0].astype(int), val_p[:, None], [genre])[genre]
+        # Column 1 of [1-p, p] is the genre: the threshold that maximises the member's F1 on validation.
+        threshold = choose_thresholds(
+            data.y_val[:, 0].astype(int), np.stack([1 - val_p, val_p], 1), ["other", genre]
+        )[genre]
         metrics = {
             split: binary_metrics(y[:, 0].astype(int), head.predict(x, verbose=0)[:, 0])
             for split, (x, y) in _splits(data).items()

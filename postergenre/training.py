@@ -14,7 +14,6 @@ is what lets a killed run resume (``Checkpointer``) and end with exactly the wei
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -173,8 +172,11 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self._resume_weights
 
     def state(self) -> dict:
-        return {"best": None if self.best is None else float(self.best), "wait": self.wait,
-                "best_epoch": self.best_epoch}
+        return {
+            "best": None if self.best is None else float(self.best),
+            "wait": self.wait,
+            "best_epoch": self.best_epoch,
+        }
 
 
 def _state_variables(model: keras.Model) -> list:
@@ -256,7 +258,9 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.save_weights(path)
             self.store.put_bytes(f"{folder}/head.weights.h5", path.read_bytes())
         arrays = {f"best_{i}": w for i, w in enumerate(self._early_stopping.best_weights)}
-        arrays.update({f"rng_{i}": np.asarray(v) for i, v in enumerate(_state_variables(self.model))})
+        arrays.update(
+            {f"rng_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
+        )
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         self.store.put_bytes(f"{folder}/state.npz", buf.getvalue())
@@ -276,7 +280,9 @@ class Checkpointer(keras.callbacks.Callback):
                 self.store.delete(info.key)
 
 
-def _summary(history: list[dict[str, float]], best_epoch: int, stopped: bool, resumed_from: int | None) -> dict:
+def _summary(
+    history: list[dict[str, float]], best_epoch: int, stopped: bool, resumed_from: int | None
+) -> dict:
     best = history[best_epoch]
     metrics = [k for k in history[0] if k != "epoch"]
     return {
@@ -316,11 +322,20 @@ def fit_head(
     keras.utils.set_random_seed(seed)
     head = build_head(data.input_dim, units=units, dropout=dropout, n_outputs=data.n_outputs, seed=seed)
     compile_head(head, kind, learning_rate=learning_rate)
-    config = json.loads(json.dumps({
-        "kind": kind, "units": units, "dropout": dropout, "max_epochs": max_epochs, "batch_size": batch_size,
-        "seed": seed, "patience": patience, "learning_rate": learning_rate, "input_dim": data.input_dim,
-        "n_outputs": data.n_outputs, "n_train": len(data.x_train), "n_val": len(data.x_val),
-    }))
+    config = {  # what a checkpoint must match to be resumed (JSON types, to compare with state.json)
+        "kind": str(kind),
+        "units": int(units),
+        "dropout": bool(dropout),
+        "max_epochs": int(max_epochs),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "patience": int(patience),
+        "learning_rate": float(learning_rate),
+        "input_dim": data.input_dim,
+        "n_outputs": data.n_outputs,
+        "n_train": len(data.x_train),
+        "n_val": len(data.x_val),
+    }
     resume = checkpoint._restore(head, config) if checkpoint is not None else None
     history: list[dict[str, float]] = list(resume.history) if resume else []
     if resume is not None and resume.finished:
@@ -348,12 +363,18 @@ def fit_head(
         callbacks=callbacks,
         verbose=0,
     )
-    summary = _summary(history, early_stopping.best_epoch, early_stopping.stopped_epoch > 0,
-                       initial_epoch if resume else None)
+    summary = _summary(
+        history,
+        early_stopping.best_epoch,
+        early_stopping.stopped_epoch > 0,
+        initial_epoch if resume else None,
+    )
     return head, summary
 
 
-def train_multiclass(data: HeadData, *, units: int, dropout: bool, **fit_kwargs: Any) -> tuple[keras.Model, dict]:
+def train_multiclass(
+    data: HeadData, *, units: int, dropout: bool, **fit_kwargs: Any
+) -> tuple[keras.Model, dict]:
     """The report's single CNN head (softmax over the classes); ``fit_kwargs`` go to ``fit_head``."""
     head, summary = fit_head(data, kind="multiclass", units=units, dropout=dropout, **fit_kwargs)
     return head, {"kind": "multiclass", "hp": {"units": units, "dropout": dropout}, **summary}

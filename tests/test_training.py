@@ -74,8 +74,12 @@ def test_multiclass_alignment_drops_movies_without_features():
 
 
 def test_binary_data_has_one_target_column():
-    ova = pd.DataFrame({"movie_id": [1, 2, 3, 4], "label": [1, 0, 0, 1], "split": ["train", "train", "val", "val"]})
-    features = {s: (np.array(ids), np.ones((2, DIM), np.float16)) for s, ids in (("train", [1, 2]), ("val", [4, 5]))}
+    ova = pd.DataFrame(
+        {"movie_id": [1, 2, 3, 4], "label": [1, 0, 0, 1], "split": ["train", "train", "val", "val"]}
+    )
+    features = {
+        s: (np.array(ids), np.ones((2, DIM), np.float16)) for s, ids in (("train", [1, 2]), ("val", [4, 5]))
+    }
     data = binary_data(features, ova)
     assert data.y_train.tolist() == [[1.0], [0.0]] and data.y_val.tolist() == [[1.0]]
     assert data.dropped == {"train": 0, "val": 1} and data.n_outputs == 1
@@ -128,10 +132,13 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(learnable, reference, tmp_path):
     reference, ref_summary, _ = reference
     args = dict(kind="multiclass", **RESUME_ARGS)
-    assert ref_summary["best_epoch"] > 2  # the kill below lands before the best epoch: resumed training counts
+    assert (
+        ref_summary["best_epoch"] > 2
+    )  # the kill below lands before the best epoch: resumed training counts
 
     store = open_store(f"file://{tmp_path}")
 

@@ -83,7 +83,9 @@ def test_hyperband_plan_budgets():
 def test_promote_fills_the_next_round_with_the_best_of_this_one():
     plan = plan_trials(9, seed=2, method="hyperband", max_epochs=9, factor=3)
     first = [t for t in plan if t["bracket"] == 0 and t["round"] == 0]
-    results = [{"trial_id": t["trial_id"], "hp": t["hp"], "val_loss": float(9 - i)} for i, t in enumerate(first)]
+    results = [
+        {"trial_id": t["trial_id"], "hp": t["hp"], "val_loss": float(9 - i)} for i, t in enumerate(first)
+    ]
     promoted = promote(plan, results, bracket=0, round_index=0)
     assert len(promoted) == len(first) // 3
     assert [t["hp"] for t in promoted] == [t["hp"] for t in first[::-1][: len(promoted)]]
@@ -123,7 +125,15 @@ def test_run_trial_trains_stores_and_skips_when_stored(data, tmp_path, monkeypat
     store = open_store(f"file://{tmp_path}")
     trial = {"trial_id": "t004", "hp": {"units": 64, "dropout": True}, "epochs": 3}
     result = run_trial(trial, data, seed=0, batch_size=32, store=store, result_key="tuning/t004.json")
-    assert set(result) == {"trial_id", "hp", "val_loss", "val_accuracy", "epochs_run", "best_epoch", "seconds"}
+    assert set(result) == {
+        "trial_id",
+        "hp",
+        "val_loss",
+        "val_accuracy",
+        "epochs_run",
+        "best_epoch",
+        "seconds",
+    }
     assert result["trial_id"] == "t004" and result["hp"] == trial["hp"]
     assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
     assert 1 <= result["epochs_run"] <= 3 and 0 <= result["best_epoch"] < result["epochs_run"]
