@@ -18,7 +18,7 @@ from postergenre.config import get_settings
 from postergenre.log import configure_logging
 
 app = typer.Typer(
-    help="Retrain movie-genre-from-poster classifiers: snapshots, labels, drift (and, next, models).",
+    help="Retrain movie-genre-from-poster classifiers: snapshots, labels, drift, tuning, training, registry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -27,6 +27,10 @@ db_app = typer.Typer(
     help="Metadata database (SQLite by default, PostgreSQL in production).", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+registry_app = typer.Typer(
+    help="The model registry: versions, champions, alias log, rollback.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -54,13 +58,23 @@ def _render_mapping(result: dict) -> str:
 
 def _run(as_json: bool, fn: Callable[[], Any], render: Callable[[Any], str] | None = None) -> None:
     """Run a step; known failures become one line on stderr (and a JSON error) with exit code 2, no traceback."""
+    from postergenre.registry import RegistryError
     from postergenre.snapshots import SnapshotConflict
     from postergenre.storage import StoreError
     from postergenre.validation import ExportError
 
     try:
         result = fn()
-    except (StoreError, ExportError, SnapshotConflict, ValueError, FileNotFoundError) as exc:
+    except (
+        StoreError,
+        ExportError,
+        SnapshotConflict,
+        RegistryError,
+        LookupError,
+        ValueError,
+        RuntimeError,
+        FileNotFoundError,
+    ) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if as_json:
             typer.echo(json.dumps({"error": message, "type": type(exc).__name__}))
@@ -165,6 +179,290 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
         return {"db_url": url, "status": "up to date"}
 
     _run(as_json, step)
+
+
+Target = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target", help="genre-cnn or a genre name (repeatable; default: genre-cnn and every OvA member)."
+    ),
+]
+
+
+def _targets(run_id: str, targets: list[str] | None) -> list[str]:
+    from postergenre.retrain import all_targets, load_run
+
+    return targets or all_targets(load_run(run_id))
+
+
+@app.command()
+def tune(
+    snapshot: Annotated[str, typer.Argument(help="Prepared snapshot id.")],
+    run_id: Annotated[
+        str, typer.Option(help="Run id (outputs go to runs/<id>/; reruns skip finished trials).")
+    ],
+    trials: Annotated[int, typer.Option(help="Number of trials (random search).")] = 4,
+    tuning: Annotated[str, typer.Option(help="random or hyperband.")] = "random",
+    backbone: Annotated[str, typer.Option(help="efficientnetv2b0, resnet50 or tiny.")] = "efficientnetv2b0",
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a .weights.h5 path / URI.")] = "imagenet",
+    image_size: Annotated[int | None, typer.Option(help="Poster size (default: settings).")] = None,
+    max_epochs: Annotated[
+        int, typer.Option(help="Epoch budget per model (early stopping, patience 3).")
+    ] = 20,
+    seed: Annotated[int | None, typer.Option(help="Dataset seed (default: settings).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a run: embed the posters once, then run the planned trials and select the best."""
+    from postergenre.retrain import RetrainConfig, embed_step, plan_step, select_step, start_run, trial_step
+
+    def step():
+        settings = get_settings()
+        config = RetrainConfig(
+            snapshot_id=snapshot,
+            seed=settings.seed if seed is None else seed,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size or settings.image_size,
+            batch_size=settings.batch_size,
+            n_trials=trials,
+            tuning=tuning,
+            max_epochs=max_epochs,
+        )
+        run = start_run(run_id, config)["run_id"]
+        embedded = embed_step(run)
+        progress = _progress()
+        plan = plan_step(run)
+        results = []
+        with progress.task("tuning trials", len(plan)) as advance:
+            for trial in plan:
+                results.append(trial_step(run, trial))
+                advance(1)
+        return {
+            "run_id": run,
+            "feature_key": embedded["feature_key"],
+            "trials": results,
+            "best": select_step(run),
+        }
+
+    _run(as_json, step)
+
+
+@app.command()
+def train(
+    run_id: Annotated[str, typer.Argument(help="A tuned run.")],
+    target: Target = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the multi-class CNN and/or OvA members with the run's best hyperparameters (resumes checkpoints)."""
+    from postergenre.retrain import train_step
+
+    def step():
+        targets = _targets(run_id, target)
+        out = []
+        with _progress().task("training", len(targets)) as advance:
+            for name in targets:
+                out.append(train_step(run_id, name))
+                advance(1)
+        return {"run_id": run_id, "trained": out}
+
+    _run(as_json, step)
+
+
+@app.command()
+def evaluate(
+    run_id: Annotated[str, typer.Argument(help="A trained run.")],
+    target: Target = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score each challenger against its champion on the same test split; write every decision and the report."""
+    from postergenre.retrain import evaluate_step, report_step
+
+    def step():
+        decisions = [evaluate_step(run_id, name) for name in _targets(run_id, target)]
+        return {"run_id": run_id, "decisions": decisions, "report": report_step(run_id)}
+
+    _run(as_json, step)
+
+
+@app.command()
+def promote(
+    run_id: Annotated[str, typer.Argument(help="An evaluated run.")],
+    target: Target = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even against the decision (audited).")
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --force; goes to the alias log).")] = "",
+    actor: Annotated[str, typer.Option(help="Who promotes (alias log).")] = "cli",
+    as_json: JsonFlag = False,
+) -> None:
+    """Register each candidate and move its champion pointer when the decision (or --force) says so."""
+    from postergenre.retrain import promote_step
+
+    _run(
+        as_json,
+        lambda: {
+            "run_id": run_id,
+            "results": [
+                promote_step(run_id, name, actor=actor, force=force, force_reason=reason)
+                for name in _targets(run_id, target)
+            ],
+        },
+    )
+
+
+@app.command("run")
+def run_cmd(
+    snapshot: Annotated[str | None, typer.Option(help="A published snapshot to train on.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Or an export to ingest first (folder, archive, s3://).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default: derived from the snapshot and time).")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Tuning trials.")] = 4,
+    backbone: Annotated[str, typer.Option(help="efficientnetv2b0, resnet50 or tiny.")] = "efficientnetv2b0",
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a .weights.h5 path / URI.")] = "imagenet",
+    image_size: Annotated[int | None, typer.Option(help="Poster size (default: settings).")] = None,
+    max_epochs: Annotated[int, typer.Option(help="Epoch budget per model.")] = 20,
+    target: Target = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The whole retrain in-process: ingest (with --source), prepare, embed, tune, train, evaluate, promote, report."""
+    from datetime import UTC, datetime
+
+    from postergenre.pipeline import ingest_snapshot, prepare_dataset
+    from postergenre.retrain import RetrainConfig, run_retrain
+
+    def step():
+        settings = get_settings()
+        snapshot_id = snapshot
+        if source:
+            snapshot_id = ingest_snapshot(source, snapshot_id=snapshot, progress=_progress())["snapshot_id"]
+        if not snapshot_id:
+            raise ValueError("give --snapshot or --source")
+        prepare_dataset(snapshot_id)
+        config = RetrainConfig(
+            snapshot_id=snapshot_id,
+            seed=settings.seed,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size or settings.image_size,
+            batch_size=settings.batch_size,
+            n_trials=trials,
+            max_epochs=max_epochs,
+        )
+        rid = run_id or f"{snapshot_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        return run_retrain(rid, config, targets=target or None)
+
+    _run(as_json, step)
+
+
+@app.command()
+def predict(
+    posters: Annotated[list[Path], typer.Argument(help="Poster image files (JPEG or PNG).")],
+    model: Annotated[
+        str, typer.Option(help="genre-cnn (top genres) or genre-ova (multi-label).")
+    ] = "genre-cnn",
+    top_k: Annotated[int, typer.Option(help="Genres to show per poster (genre-cnn).")] = 3,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict genres of posters with the champion models."""
+    from postergenre.serving import predict_posters
+
+    def render(result: dict) -> str:
+        lines = [f"model {result['model']} {result.get('version', '')}".rstrip()]
+        for row in result["predictions"]:
+            genres = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in row["genres"]) or "(none)"
+            lines.append(f"{row['poster']}: {genres}")
+        return "\n".join(lines)
+
+    _run(as_json, lambda: predict_posters(list(posters), model=model, top_k=top_k), render)
+
+
+def _registry_store():
+    from postergenre.storage import open_store
+
+    return open_store(get_settings().registry_url)
+
+
+@registry_app.command("list")
+def registry_list(as_json: JsonFlag = False) -> None:
+    """Models with their current champion."""
+    from postergenre import registry
+
+    def step():
+        store = _registry_store()
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "champion": (registry.get_champion(store, name) or {}).get("version"),
+                    "versions": len(registry.list_versions(store, name)),
+                }
+                for name in registry.list_models(store)
+            ]
+        }
+
+    _run(as_json, step)
+
+
+@registry_app.command("show")
+def registry_show(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. genre-cnn or genre-ova/western.")],
+    version: Annotated[str | None, typer.Argument(help="Version (default: the champion).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Lineage, metrics and decision of a version."""
+    from postergenre import registry
+
+    def step():
+        store = _registry_store()
+        chosen = version or (registry.get_champion(store, name) or {}).get("version")
+        if chosen is None:
+            raise LookupError(f"{name} has no champion; name a version")
+        return registry.show_version(store, name, chosen)
+
+    _run(as_json, step)
+
+
+@registry_app.command("history")
+def registry_history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    at: Annotated[str | None, typer.Option(help="ISO time: which version was champion then.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The alias log (every champion move: who, from, to, why), or the champion at a given time."""
+    from datetime import UTC, datetime
+
+    from postergenre import registry
+
+    def step():
+        store = _registry_store()
+        if at:
+            when = datetime.fromisoformat(at)
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            return {"name": name, "at": when.isoformat(), "champion": registry.champion_at(store, name, when)}
+        return {"name": name, "history": registry.history(store, name)}
+
+    _run(as_json, step)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (alias log).")],
+    to: Annotated[
+        str | None, typer.Option(help="Version to restore (default: the previous champion).")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who rolls back (alias log).")] = "cli",
+    as_json: JsonFlag = False,
+) -> None:
+    """Move the champion back (to the previous one, or to --to)."""
+    from postergenre import registry
+
+    _run(
+        as_json, lambda: registry.rollback(_registry_store(), name, to_version=to, actor=actor, reason=reason)
+    )
 
 
 @app.command()

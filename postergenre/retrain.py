@@ -260,6 +260,10 @@ def plan_step(run_id: str, settings: Settings | None = None) -> list[dict]:
 
     ctx = load_run(run_id, settings)
     cfg = ctx.config
+    if cfg.tuning != "random":
+        # Hyperband's later rounds depend on earlier results (tuning.promote): that needs one fan-out per round,
+        # which the retrain does not orchestrate yet. Refuse rather than silently run something else.
+        raise ValueError(f"tuning={cfg.tuning!r} is not supported by the retrain run yet; use 'random'")
     trials = plan_trials(cfg.n_trials, cfg.seed, method=cfg.tuning, max_epochs=cfg.max_epochs)
     ctx.store.put_json(ctx.key("plan.json"), trials)
     return trials

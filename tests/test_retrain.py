@@ -1,0 +1,158 @@
+"""The model plane end to end on a tiny synthetic snapshot: trials, training, champion vs challenger, registry."""
+
+import io
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from postergenre import registry
+from postergenre.cli import app
+from postergenre.config import Settings
+from postergenre.pipeline import ingest_snapshot, prepare_dataset
+from postergenre.retrain import (
+    CNN,
+    RetrainConfig,
+    evaluate_step,
+    load_run,
+    promote_step,
+    run_retrain,
+    start_run,
+    target_slug,
+    trial_step,
+)
+from postergenre.storage import open_store
+from postergenre.synth import generate_snapshot
+
+pytestmark = pytest.mark.slow
+
+CONFIG = dict(snapshot_id="snap", backbone="tiny", weights="none", image_size=32, batch_size=64, n_trials=2,
+              max_epochs=4)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One ingested, prepared snapshot and a first run whose genre-cnn was force-promoted (champion A)."""
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    export = generate_snapshot(home / "export", movies=2500, seed=11)
+    ingest_snapshot(str(export.out), snapshot_id="snap", settings=settings)
+    prepare_dataset("snap", settings=settings)
+    config = RetrainConfig(**CONFIG)
+    first = run_retrain("run-a", config, settings=settings, targets=[CNN, "Western"])
+    forced = promote_step("run-a", CNN, actor="test", force=True, force_reason="bootstrap champion",
+                          settings=settings)
+    return settings, config, first, forced
+
+
+def _registry(settings):
+    return open_store(settings.registry_url)
+
+
+def _overwrite_test_predictions(settings, run_id, make):
+    """Replace a candidate's stored test probabilities (what evaluation scores) with constructed ones."""
+    ctx = load_run(run_id, settings)
+    key = ctx.key("candidates", target_slug(CNN), "predictions.npz")
+    with np.load(io.BytesIO(ctx.store.get_bytes(key))) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    from postergenre.datasets import load_labels
+
+    labels = load_labels(ctx.store, "snap", ctx.config.seed).set_index("movie_id")["genre"].astype(str)
+    classes = sorted(set(labels))
+    truth = np.array([classes.index(labels[i]) for i in arrays["test_ids"]])
+    arrays["test"] = make(truth, len(classes))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    ctx.store.put_bytes(key, buf.getvalue())
+
+
+def test_first_run_records_everything_and_the_forced_champion_is_audited(world):
+    settings, _, first, forced = world
+    assert first["trials"] == 2 and first["trained"] == 2
+    ctx = load_run("run-a", settings)
+    for name in ("config.json", "plan.json", "best.json", "report.md", "report.json"):
+        assert ctx.store.exists(ctx.key(name)), name
+    assert ctx.store.exists(ctx.key("decisions", "genre-cnn.json"))
+    assert forced["promoted"] is True
+    log = registry.history(_registry(settings), CNN)
+    assert log[-1]["to_version"] == forced["version"] and "bootstrap champion" in log[-1]["reason"]
+    lineage = registry.show_version(_registry(settings), CNN, forced["version"])["lineage"]
+    assert "snap" in str(lineage) and "tiny" in str(lineage)
+
+
+def test_finished_trials_are_not_trained_again(world, monkeypatch):
+    settings = world[0]
+    plan = load_run("run-a", settings).store.get_json("runs/run-a/plan.json")
+    import postergenre.training as training
+
+    monkeypatch.setattr(training, "fit_head", lambda *a, **k: pytest.fail("a finished trial was retrained"))
+    again = trial_step("run-a", plan[0], settings)
+    assert again["trial_id"] == plan[0]["trial_id"]
+
+
+def test_better_challenger_is_promoted_and_worse_one_kept(world):
+    settings, config, _, forced = world
+    champion_a = forced["version"]
+    run_retrain("run-b", config, settings=settings, targets=[CNN])
+    _overwrite_test_predictions(settings, "run-b", lambda truth, k: np.eye(k)[truth])  # perfect on purpose
+    decision = evaluate_step("run-b", CNN, settings)
+    assert decision["promote"] is True and decision["champion_version"] == champion_a
+    promoted = promote_step("run-b", CNN, actor="test", settings=settings)
+    assert promoted["promoted"] is True
+    assert registry.get_champion(_registry(settings), CNN)["version"] == promoted["version"]
+    # promoting again is a no-op: a retried task never double-promotes
+    assert promote_step("run-b", CNN, actor="test", settings=settings)["changed"] is False
+
+    run_retrain("run-c", config, settings=settings, targets=[CNN])
+    rng = np.random.default_rng(0)
+    _overwrite_test_predictions(settings, "run-c", lambda truth, k: np.eye(k)[(truth + rng.integers(1, k, len(truth))) % k])
+    kept = evaluate_step("run-c", CNN, settings)
+    assert kept["promote"] is False
+    assert promote_step("run-c", CNN, actor="test", settings=settings)["promoted"] is False
+    assert registry.get_champion(_registry(settings), CNN)["version"] == promoted["version"]
+    decision_doc = load_run("run-c", settings).store.get_json("runs/run-c/decisions/genre-cnn.json")
+    assert decision_doc["bootstrap"]["ci_high"] < 0  # the numbers behind "keep" are written down
+
+    rolled = registry.rollback(_registry(settings), CNN, actor="test", reason="drill")
+    assert rolled["version"] == champion_a
+
+
+def test_champion_moved_during_evaluation_is_never_overwritten(world):
+    settings, config, _, _ = world
+    run_retrain("run-d", config, settings=settings, targets=[CNN])
+    _overwrite_test_predictions(settings, "run-d", lambda truth, k: np.eye(k)[truth])
+    assert evaluate_step("run-d", CNN, settings)["promote"] is True
+    # another promoter wins the race between evaluation and promotion
+    store = _registry(settings)
+    other = registry.list_versions(store, CNN)[0]["version"]
+    current = registry.get_champion(store, CNN)["version"]
+    if other == current:
+        other = registry.list_versions(store, CNN)[1]["version"]
+    registry.promote(store, CNN, other, actor="someone else", reason="race")
+    result = promote_step("run-d", CNN, actor="test", settings=settings)
+    assert result["promoted"] is False and "re-evaluate" in result["reason"]
+    assert registry.get_champion(store, CNN)["version"] == other
+
+
+def test_run_config_is_immutable(world):
+    settings, config, _, _ = world
+    with pytest.raises(ValueError, match="another configuration"):
+        start_run("run-a", RetrainConfig(**{**CONFIG, "max_epochs": 9}), settings=settings)
+
+
+def test_predict_cli_on_a_real_jpeg(world, monkeypatch):
+    settings = world[0]
+    monkeypatch.setenv("POSTERGENRE_HOME", str(settings.home))
+    from postergenre.config import get_settings
+
+    get_settings.cache_clear()
+    poster = next((settings.home / "export" / "posters").glob("*.jpg"))
+    result = CliRunner().invoke(app, ["predict", str(poster), "--json", "--top-k", "2"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    import json
+
+    payload = json.loads(result.stdout)
+    genres = payload["predictions"][0]["genres"]
+    assert len(genres) == 2 and genres[0]["probability"] >= genres[1]["probability"]
+    assert payload["model"] == CNN
