@@ -11,7 +11,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,15 +20,21 @@ from airflow.sdk import Asset, BaseNotifier, Param
 from postergenre.airflow_env import GPU_POOL
 
 __all__ = [
+    "BACKBONES",
     "GPU_POOL",
     "SNAPSHOTS_ASSET",
     "PostergenreNotifier",
+    "check_retrain_params",
     "default_args",
     "drift_summary",
+    "newest_snapshot_id",
     "resolve_snapshot_id",
+    "retrain_trigger",
+    "run_actor",
     "snapshot_id_param",
     "source_param",
     "task_settings",
+    "trial_label",
 ]
 
 SOURCE_ENV = "POSTERGENRE_SOURCE_URL"
@@ -171,3 +177,67 @@ def drift_summary(result: Mapping[str, Any], kind: str) -> dict[str, Any]:
     if "note" in result:
         summary["note"] = result["note"]
     return summary
+
+
+# --------------------------------------------------------------------------------------------- retrain
+
+RETRAIN_CRON_ENV = "POSTERGENRE_RETRAIN_CRON"
+BACKBONES = ("efficientnetv2b0", "resnet50", "tiny")
+"""``postergenre.models.BACKBONES``, repeated here so that parsing the DAG does not import Keras."""
+WEIGHTS_PATTERN = r"^(imagenet|none|\S+\.weights\.h5)$"
+ALERT = "alert"
+
+
+def check_retrain_params(params: Mapping[str, Any]) -> None:
+    """Refuse, before any work, what the trigger form allows but the run cannot honour (ValueError)."""
+    if params.get("fine_tune"):
+        raise ValueError(
+            "fine_tune=true is not supported: the retrain has no fine-tuning stage yet (it trains heads on a "
+            "frozen backbone); trigger again with fine_tune=false"
+        )
+    if params.get("force_promote") and not str(params.get("force_reason") or "").strip():
+        raise ValueError("force_promote=true needs a force_reason: it is recorded in the registry's alias log")
+
+
+def retrain_trigger(run_type: str, events: Iterable[Any]) -> dict[str, Any] | None:
+    """Whether a run should retrain, and on which snapshot: None means skip it.
+
+    Time-triggered and manual runs always go on. A run triggered by snapshot events goes on only if some
+    event's extra has drift severity ``alert``; it then trains on the newest alerting snapshot. ``events``
+    are Airflow asset events (anything with ``extra`` and ``timestamp``).
+    """
+    events = list(events)
+    if run_type != "asset_triggered" and not events:
+        return {"trigger": run_type, "snapshot_id": None}
+    alerts = [e for e in events if (e.extra or {}).get("severity") == ALERT]
+    if not alerts:
+        return None
+    newest = max(alerts, key=lambda e: e.timestamp)
+    return {"trigger": run_type, "snapshot_id": newest.extra.get("snapshot_id"), "severity": ALERT}
+
+
+def trial_label(trial: Mapping[str, Any]) -> str:
+    """What the UI shows for one mapped trial, e.g. ``t003 units=256 dropout``."""
+    hp = trial.get("hp")
+    if not hp:
+        return f"{trial['trial_id']} (hp from the previous round)"
+    return f"{trial['trial_id']} units={hp['units']} {'dropout' if hp['dropout'] else 'no-dropout'}"
+
+
+def run_actor(dag_run: Any) -> str:
+    """Who a promotion is attributed to: the user who triggered the run, else (scheduled runs) the run id."""
+    return getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
+
+
+def newest_snapshot_id(settings) -> str | None:
+    """The most recently ingested snapshot recorded in the metadata DB, or None when there is none."""
+    from postergenre import db
+
+    engine = db.make_engine(settings.db_url)
+    try:
+        db.upgrade(engine)
+        with db.session_scope(engine) as session:
+            newest = db.latest_snapshots(session, limit=1)
+            return newest[0].id if newest else None
+    finally:
+        engine.dispose()

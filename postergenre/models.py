@@ -15,7 +15,7 @@ from typing import Literal
 
 import keras
 
-BACKBONES = ("efficientnetv2b0", "resnet50", "tiny")
+BACKBONES = ("efficientnetv2b0", "resnet50", "lite0", "tiny")
 DEFAULT_BACKBONE = "efficientnetv2b0"
 # The report gives neither the first FC layer's width nor the dropout rate: 256 and 0.5 are our choice.
 FIRST_UNITS = 256
@@ -81,7 +81,8 @@ def build_backbone(
 ) -> keras.Model:
     """A feature extractor: ``(batch, image_size, image_size, 3)`` float 0..255 -> ``(batch, d)`` pooled.
 
-    ``weights``: ``"imagenet"`` (Keras downloads them; fails offline with ``WeightsUnavailable``), ``None`` or
+    ``weights``: ``"imagenet"`` (Keras downloads them; fails offline with ``WeightsUnavailable``; for
+    ``lite0`` they come converted from the ``postergenre[lite0]`` package, see ``lite0.py``), ``None`` or
     ``"none"`` (random init; only ``tiny`` is seeded), or a path to a ``.weights.h5`` file saved from the same
     architecture (the air-gapped production route: built random, then loaded).
     """
@@ -92,6 +93,12 @@ def build_backbone(
         raise WeightsUnavailable("the 'tiny' backbone has no ImageNet weights; use weights='none' or a file")
     if name == "tiny":
         model = _tiny(image_size, seed)
+    elif name == "lite0":  # ImageNet weights from an installed package, converted once: no network
+        from postergenre.lite0 import build_lite0, ensure_lite0_weights
+
+        model = build_lite0(image_size)
+        if resolved == "imagenet":
+            resolved = ensure_lite0_weights()
     else:
         try:
             model = _keras_application(name, "imagenet" if resolved == "imagenet" else None, image_size)
@@ -114,7 +121,7 @@ def build_backbone(
 
 
 def features_dim(backbone: keras.Model) -> int:
-    """Width of the pooled feature vector (1280 for EfficientNetV2B0, 2048 for ResNet50)."""
+    """Width of the pooled feature vector (1280 for EfficientNetV2B0 and Lite0, 2048 for ResNet50)."""
     return int(backbone.output_shape[-1])
 
 

@@ -191,8 +191,10 @@ def _file_digest(source: Path | bytes) -> tuple[int, str]:
     return source.stat().st_size, digest.hexdigest()
 
 
-def _content_digest(files: dict[str, dict], metrics: dict, lineage: dict, decision: dict | None) -> str:
-    content = {"files": files, "metrics": metrics, "lineage": lineage, "decision": decision}
+def _content_digest(files: dict[str, dict], metrics: dict, lineage: dict) -> str:
+    # The decision is not part of a version's identity: re-evaluating the same model against a newer champion
+    # legitimately produces a new decision, which replaces decision.json (runs keep every decision they made).
+    content = {"files": files, "metrics": metrics, "lineage": lineage}
     return hashlib.sha256(_dumps(content)).hexdigest()
 
 
@@ -229,8 +231,8 @@ def register_version(
 ) -> dict:
     """Store a new immutable version and return ``{name, version, uri}``.
 
-    Registering the same content under the same version id again is a no-op; different content under an
-    existing id raises VersionConflict. Without ``version`` a fresh sortable id is generated.
+    Registering the same content under the same version id again is a no-op (apart from replacing
+    ``decision.json`` with the newest decision); different content under an existing id raises VersionConflict. Without ``version`` a fresh sortable id is generated.
     """
     key = model_key(name)
     now = clock()
@@ -247,7 +249,7 @@ def register_version(
     for rel, source in sorted(sources.items()):
         size, sha = _file_digest(source)
         manifest_files[rel] = {"size": size, "sha256": sha}
-    digest = _content_digest(manifest_files, metrics, lineage, decision)
+    digest = _content_digest(manifest_files, metrics, lineage)
 
     try:
         committed = store.get_json(prefix + "lineage.json")
@@ -272,6 +274,8 @@ def register_version(
             return result
     if committed["content_sha256"] != digest:
         raise VersionConflict(f"version {version} of {key} already registered with different content")
+    if decision is not None:
+        store.put_bytes(prefix + "decision.json", _dumps(decision))
     return result
 
 

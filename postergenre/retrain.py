@@ -599,18 +599,24 @@ def promote_step(
         "timings": {"train_seconds": candidate["seconds"]},
         "training": candidate["training"],
     }
+    version = registry.run_version_id(ctx.run_id)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.keras"
         ctx.store.download_file(ctx.key("candidates", slug, "model.keras"), model_path)
-        version = registry.register_version(
-            ctx.registry_store,
-            name,
-            files={"model.keras": model_path},
-            metrics=candidate["metrics"],
-            lineage=lineage,
-            decision=decision,
-            version=registry.run_version_id(ctx.run_id),
-        )["version"]
+        try:
+            registry.register_version(
+                ctx.registry_store,
+                name,
+                files={"model.keras": model_path},
+                metrics=candidate["metrics"],
+                lineage=lineage,
+                decision=decision,
+                version=version,
+            )
+        except registry.VersionConflict:
+            # A re-trained attempt of this same run: the .keras archive carries its save time, so the bytes
+            # differ although resumed training gives the same weights. The version first registered stands.
+            log.warning("version already registered by an earlier attempt", model=name, version=version)
     should = decision["promote"] or force
     result = {
         "model": name,
