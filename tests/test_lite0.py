@@ -1,16 +1,15 @@
 """EfficientNet-Lite0: ImageNet weights converted from a registry package without torch, checked against PyTorch."""
 
 import io
-import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -23,14 +22,10 @@ SIZE = 224  # the PyTorch port pads statically for its own 224 input
 GENRES = ("Horror", "Animation", "Western", "Documentary")
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def _torch():
     """PyTorch is a test-only dependency: skipped locally when absent, a failure in CI."""
-    if _in_ci():
-        import torch  # CI installs it (Makefile); a missing torch must fail, not skip
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        import torch  # the Makefile installs it; in CI a missing torch must fail, not skip
 
         return torch
     return pytest.importorskip("torch")
@@ -53,7 +48,7 @@ def weights_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pretrained(weights_file):
+def pretrained(weights_file) -> keras.Model:
     return build_backbone("lite0", weights=weights_file, image_size=SIZE)
 
 
@@ -62,7 +57,7 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_features_and_imagenet_logits_match_the_pytorch_reference(posters):
+def test_features_and_imagenet_logits_match_the_pytorch_reference(posters, pretrained):
     torch = _torch()
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -75,20 +70,126 @@ def test_features_and_imagenet_logits_match_the_pytorch_reference(posters):
     reference = EfficientNet.from_name("efficientnet-lite0")
     reference.load_state_dict(state)
     reference.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # the reference takes (x - 127) / 128, NCHW
         x = torch.from_numpy(((posters - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
         want_features = reference.extract_features(x).mean(dim=(2, 3)).numpy()
         want_logits = reference(x).numpy()
 
-    model = lite0.assign_weights(lite0.build_lite0(SIZE, include_top=True), lite0.convert_state_dict(pth))
-    logits = np.asarray(model(posters, training=False))
-    pooled = np.asarray(model.get_layer("avg_pool").output.__class__ and _pooled(model, posters))
+    classifier = lite0.build_lite0(SIZE, include_top=True)
+    logits = np.asarray(
+        lite0.assign_weights(classifier, lite0.convert_state_dict(pth))(posters, training=False)
+    )
+    features = np.asarray(pretrained(posters, training=False))  # via the cached .weights.h5
     assert _relative_error(logits, want_logits) < 1e-3
-    assert _relative_error(pooled, want_features) < 1e-3
-    assert (logits.argmax(1) == want_logits.argmax(1)).all()
+    assert _relative_error(features, want_features) < 1e-3
+    assert (logits.argmax(axis=1) == want_logits.argmax(axis=1)).all()
 
 
-def _pooled(model, x: np.ndarray) -> np.ndarray:
-    import keras
+def test_pretrained_features_of_different_posters_differ(pretrained, posters):
+    features = np.asarray(pretrained(posters, training=False))
+    assert features_dim(pretrained) == lite0.FEATURES and features.shape == (len(GENRES), lite0.FEATURES)
+    assert np.isfinite(features).all() and (features >= 0).all() and (features <= 6).all()  # pooled ReLU6
+    assert ((features > 0).mean(axis=1) > 0.25).all()  # a wrong BatchNorm mapping leaves channels dead
+    norms = np.linalg.norm(features, axis=1)
+    for i in range(len(GENRES)):
+        for j in range(i):
+            assert np.linalg.norm(features[i] - features[j]) > 0.1 * max(norms[i], norms[j])
 
-    return np.asarray(keras.Model(model.input, model.get_layer("avg_pool").output)(x, training=False))
+
+def test_imagenet_weights_are_the_cached_conversion(weights_file, pretrained, posters, monkeypatch):
+    monkeypatch.setattr(lite0, "default_cache_dir", lambda: weights_file.parent)
+    converted_at = weights_file.stat().st_mtime_ns
+    backbone = build_backbone("lite0", weights="imagenet", image_size=SIZE)
+    np.testing.assert_array_equal(
+        backbone(posters[:1], training=False), pretrained(posters[:1], training=False)
+    )
+    assert lite0.ensure_lite0_weights(weights_file.parent) == weights_file
+    assert weights_file.stat().st_mtime_ns == converted_at  # converted once, then reused
+
+
+FRESH_PROCESS = """
+import sys
+sys.modules["torch"] = None  # any attempt to import torch now raises ImportError
+import numpy as np
+from postergenre.lite0 import ensure_lite0_weights
+from postergenre.models import build_backbone
+cache, inputs, out = sys.argv[1:]
+x = np.load(inputs)
+path = ensure_lite0_weights(cache)
+np.save(out, np.asarray(build_backbone("lite0", weights=path, image_size=x.shape[1])(x, training=False)))
+print(path.name)
+"""
+
+
+@pytest.mark.slow
+def test_conversion_and_loading_need_no_torch(tmp_path, weights_file):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FRESH_PROCESS,
+            str(tmp_path / "cache"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == weights_file.name  # same content-addressed file name
+    pth = lite0.package_weights_path()
+    direct = lite0.assign_weights(lite0.build_lite0(96), lite0.convert_state_dict(pth, include_top=False))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), direct(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+class _RunsCommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_unpickler_refuses_anything_but_tensors(tmp_path, layout):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pth"
+    payload = pickle.dumps(_RunsCommand(marker), protocol=2)
+    if layout == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", payload)
+    else:
+        path.write_bytes(payload)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        lite0.read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_reads_the_zip_format_of_current_torch_and_rejects_other_architectures(tmp_path):
+    torch = _torch()
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {  # views share one storage: offsets and strides must be honoured
+        "transposed": base.t(),
+        "slice": base[1:, 2:],
+        "half": torch.linspace(0, 1, 5, dtype=torch.float16),
+        "long": torch.arange(5),
+    }
+    torch.save(state, tmp_path / "other.pth")
+    assert zipfile.is_zipfile(tmp_path / "other.pth")
+    got = lite0.read_state_dict(tmp_path / "other.pth")
+    for name, tensor in state.items():
+        assert got[name].dtype == tensor.numpy().dtype
+        np.testing.assert_array_equal(got[name], tensor.numpy())
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite0"):
+        lite0.convert_state_dict(tmp_path / "other.pth")
+
+
+def test_missing_weights_package_names_the_extra(monkeypatch):
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(lite0.importlib.metadata, "distribution", absent)
+    with pytest.raises(WeightsUnavailable, match=r"postergenre\[lite0\]"):
+        build_backbone("lite0", weights="imagenet", image_size=32)

@@ -1,0 +1,264 @@
+"""Weekly (and on drift alerts) retrain of the genre models: the model plane fanned out as Airflow tasks.
+
+Runs on the cron ``POSTERGENRE_RETRAIN_CRON`` (default Sundays 04:00 UTC) and whenever the monitor publishes a
+snapshot event; an event-triggered run goes on only if some event's drift severity is ``alert``.
+
+1. **gate** (short-circuit): refuses unsupported or incomplete requests (``fine_tune``, ``force_promote`` without
+   a reason) and skips event-triggered runs whose drift is not ``alert``.
+2. **resolve_inputs**: ingests ``source`` when given; otherwise picks ``snapshot_id``, the alerting event's
+   snapshot, or the newest ingested one. **prepare**: the seeded label splits of that snapshot.
+3. **start**: records the run's configuration under ``runs/<run id>/`` (derived from the Airflow run id, so a
+   cleared task rewrites the same outputs). **embed** (queue ``gpu``, GPU pool): backbone features, cached.
+4. **plan** -> **trial** (one mapped task per trial) -> **select**: random search over the heads.
+5. **train** -> **evaluate** -> **promote**, each mapped over ``genre-cnn`` and the 19 one-vs-all members:
+   every challenger is compared with its champion and the decision is written down; promotion moves the
+   champion pointer only from the evaluated champion and is a no-op when repeated. ``dry_run`` trains and
+   evaluates but never registers; ``force_promote`` (with ``force_reason``) promotes against the decision,
+   recorded in the alias log with the triggering user.
+6. **report**: the method report's tables for this run, as JSON and Markdown in the data store.
+
+Only ids and small dicts travel through XCom; features, models and reports live in the store and registry.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from postergenre.dag_support import (
+    BACKBONES,
+    GPU_POOL,
+    RETRAIN_CRON_ENV,
+    SNAPSHOT_ID_PATTERN,
+    SNAPSHOTS_ASSET,
+    WEIGHTS_PATTERN,
+    PostergenreNotifier,
+    check_retrain_params,
+    default_args,
+    newest_snapshot_id,
+    resolve_snapshot_id,
+    retrain_trigger,
+    run_actor,
+    task_settings,
+    trial_label,
+)
+
+CRON = os.environ.get(RETRAIN_CRON_ENV, "0 4 * * 0")
+
+PARAMS = {
+    "source": Param(
+        "",
+        type="string",
+        title="Source export (optional)",
+        description=(
+            "Export to ingest as a new snapshot before training: a local folder, a .zip/.tar.gz archive or an "
+            "s3://bucket/prefix. Empty: train on an existing snapshot (see snapshot_id)."
+        ),
+    ),
+    "snapshot_id": Param(
+        "",
+        type="string",
+        pattern=SNAPSHOT_ID_PATTERN,
+        title="Snapshot id",
+        description=(
+            "Snapshot to train on. Empty: the snapshot of the drift alert that triggered the run, else the newest "
+            "ingested one. With a source, the id to ingest it under (empty: the run's date)."
+        ),
+    ),
+    "n_trials": Param(4, type="integer", minimum=1, title="Tuning trials",
+                      description="Random-search trials over the head (units 64..512, dropout on/off), run in "
+                                  "parallel as mapped tasks."),
+    "max_epochs": Param(20, type="integer", minimum=1, title="Max epochs",
+                        description="Epoch budget of every trial and final training (early stopping may end "
+                                    "sooner)."),
+    "backbone": Param("efficientnetv2b0", type="string", enum=list(BACKBONES), title="Backbone",
+                      description="Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, or tiny "
+                                  "(a small random CNN for tests and demos)."),
+    "weights": Param("imagenet", type="string", pattern=WEIGHTS_PATTERN, title="Backbone weights",
+                     description="imagenet (Keras download), none (random), or a path / file:// / s3:// URI of "
+                                 "a Keras .weights.h5 file."),
+    "image_size": Param(224, type="integer", minimum=32, maximum=1024, title="Image size",
+                        description="Posters are resized to image_size x image_size pixels."),
+    "seed": Param(42, type="integer", title="Seed",
+                  description="Seeds the label split, the trial plan and the training."),
+    "fine_tune": Param(False, type="boolean", title="Fine-tune the backbone",
+                       description="Not supported yet: the retrain only trains heads on a frozen backbone, and "
+                                   "a run with fine_tune=true fails at once rather than ignore it."),
+    "dry_run": Param(False, type="boolean", title="Dry run",
+                     description="Train and evaluate, write the decisions and the report, but register and "
+                                 "promote nothing."),
+    "force_promote": Param(False, type="boolean", title="Force promotion",
+                           description="Promote every trained model even where the decision says keep the "
+                                       "champion. Needs force_reason; recorded with the triggering user."),
+    "force_reason": Param("", type="string", title="Reason for forcing",
+                          description="Why the promotion is forced (required with force_promote); written to "
+                                      "each model's alias log."),
+}
+
+
+@dag(
+    dag_id="postergenre_retrain",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=SNAPSHOTS_ASSET),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    params=PARAMS,
+    tags=["postergenre", "training"],
+    doc_md=__doc__,
+    on_failure_callback=PostergenreNotifier("postergenre_retrain run {{ run_id }} failed"),
+)
+def postergenre_retrain():
+    @task.short_circuit
+    def gate() -> dict | None:
+        """Fail fast on a request the run cannot honour; skip everything on a non-alert snapshot event."""
+        context = get_current_context()
+        try:
+            check_retrain_params(context["params"])
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        events = [e for evs in context["triggering_asset_events"].values() for e in evs]
+        decision = retrain_trigger(context["dag_run"].run_type, events)
+        if decision is None:
+            print(f"{len(events)} snapshot event(s), none with drift severity alert: nothing to retrain")
+        return decision
+
+    @task
+    def resolve_inputs(trigger: dict) -> dict:
+        """The snapshot to train on: ingested from ``source``, requested, the alert's, or the newest."""
+        from postergenre.pipeline import data_store, ingest_snapshot
+        from postergenre.snapshots import load_manifest
+        from postergenre.storage import NotFound
+
+        context = get_current_context()
+        params, settings = context["params"], task_settings()
+        if params["source"]:
+            snapshot_id = resolve_snapshot_id(params["snapshot_id"], context)
+            ingested = ingest_snapshot(params["source"], snapshot_id=snapshot_id, settings=settings)
+            return {"snapshot_id": ingested["snapshot_id"], "origin": "source", "ingest": ingested["status"]}
+        origin, snapshot_id = "param", params["snapshot_id"]
+        if not snapshot_id and trigger.get("snapshot_id"):
+            origin, snapshot_id = "drift alert", trigger["snapshot_id"]
+        if not snapshot_id:
+            origin, snapshot_id = "newest", newest_snapshot_id(settings)
+        if not snapshot_id:
+            raise AirflowFailException("no snapshot ingested yet: run postergenre_monitor or set 'source'")
+        try:
+            load_manifest(data_store(settings), snapshot_id)
+        except NotFound:
+            raise AirflowFailException(f"snapshot {snapshot_id!r} ({origin}) is not published") from None
+        return {"snapshot_id": snapshot_id, "origin": origin}
+
+    @task
+    def prepare(inputs: dict) -> dict:
+        from postergenre.pipeline import prepare_dataset
+
+        seed = get_current_context()["params"]["seed"]
+        return prepare_dataset(inputs["snapshot_id"], seed=seed, settings=task_settings())
+
+    @task
+    def start(prepared: dict) -> str:
+        """Record the run's configuration; returns the retrain run id (the Airflow run id, made key-safe)."""
+        from postergenre.retrain import RetrainConfig, start_run
+
+        context = get_current_context()
+        params = context["params"]
+        config = RetrainConfig(
+            snapshot_id=prepared["snapshot_id"],
+            seed=params["seed"],
+            backbone=params["backbone"],
+            weights=params["weights"],
+            image_size=params["image_size"],
+            n_trials=params["n_trials"],
+            max_epochs=params["max_epochs"],
+            dry_run=params["dry_run"],
+        )
+        started = start_run(context["run_id"], config, task_settings())
+        print(f"retrain run {started['run_id']} at {started['uri']}")
+        return started["run_id"]
+
+    @task(queue="gpu", pool=GPU_POOL)
+    def embed(retrain_id: str) -> dict:
+        from postergenre.retrain import embed_step
+
+        return embed_step(retrain_id, task_settings())
+
+    @task
+    def plan(retrain_id: str) -> list[dict]:
+        from postergenre.retrain import plan_step
+
+        return plan_step(retrain_id, task_settings())
+
+    @task(map_index_template="{{ trial_label }}")
+    def trial(retrain_id: str, trial: dict) -> dict:
+        from postergenre.retrain import trial_step
+
+        get_current_context()["trial_label"] = trial_label(trial)
+        return trial_step(retrain_id, trial, task_settings())
+
+    @task
+    def select(retrain_id: str) -> dict:
+        from postergenre.retrain import select_step
+
+        return select_step(retrain_id, task_settings())
+
+    @task
+    def targets(retrain_id: str) -> list[str]:
+        """``genre-cnn`` and every genre of the dataset: what train, evaluate and promote fan out over."""
+        from postergenre.retrain import all_targets, load_run
+
+        return all_targets(load_run(retrain_id, task_settings()))
+
+    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    def train(retrain_id: str, target: str) -> dict:
+        from postergenre.retrain import train_step
+
+        return train_step(retrain_id, target, task_settings())
+
+    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    def evaluate(retrain_id: str, target: str) -> dict:
+        from postergenre.retrain import evaluate_step
+
+        return evaluate_step(retrain_id, target, task_settings())
+
+    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    def promote(retrain_id: str, target: str) -> dict:
+        """Register and promote as decided (or forced); a repeat is a no-op, a dry run registers nothing."""
+        from postergenre.retrain import promote_step
+
+        context = get_current_context()
+        params = context["params"]
+        return promote_step(
+            retrain_id,
+            target,
+            actor=run_actor(context["dag_run"]),
+            force=params["force_promote"],
+            force_reason=params["force_reason"],
+            settings=task_settings(),
+        )
+
+    @task
+    def report(retrain_id: str) -> dict:
+        from postergenre.retrain import report_step
+
+        return report_step(retrain_id, task_settings())
+
+    inputs = resolve_inputs(gate())
+    retrain_id = start(prepare(inputs))
+    embedded = embed(retrain_id)
+    planned = plan(retrain_id)
+    trials = trial.partial(retrain_id=retrain_id).expand(trial=planned)
+    selected = select(retrain_id)
+    names = targets(retrain_id)
+    trained = train.partial(retrain_id=retrain_id).expand(target=names)
+    evaluated = evaluate.partial(retrain_id=retrain_id).expand(target=names)
+    promoted = promote.partial(retrain_id=retrain_id).expand(target=names)
+    embedded >> planned
+    trials >> selected >> names
+    trained >> evaluated >> promoted >> report(retrain_id)
+
+
+postergenre_retrain()

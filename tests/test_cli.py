@@ -1,0 +1,64 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from postergenre.cli import app
+from postergenre.config import get_settings
+
+
+@pytest.fixture
+def cli(settings):
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def _json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_help_everywhere(cli):
+    commands = ["synth", "ingest", "prepare", "drift", "snapshots", "tune", "train", "evaluate", "promote", "run",
+                "predict", "demo", "db upgrade", "registry list", "registry show", "registry history",
+                "registry rollback"]
+    for command in commands:
+        result = cli.invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0 and "--json" in result.output, command
+
+
+def test_data_plane_commands_compose_as_json(cli, tmp_path):
+    for n, seed in ((1, 300), (2, 400)):
+        synth = _json(cli.invoke(app, ["synth", str(tmp_path / f"e{n}"), "--movies", str(seed), "--seed", str(n),
+                                       "--json"]))
+        assert synth["movies"] == seed
+        ingested = _json(cli.invoke(app, ["ingest", str(tmp_path / f"e{n}"), "--snapshot", f"s{n}", "--json"]))
+        assert ingested["status"] == "published" and ingested["quarantined"] == 0
+    prepared = _json(cli.invoke(app, ["prepare", "s2", "--seed", "7", "--json"]))
+    assert prepared["seed"] == 7 and prepared["movies"] > 0
+    drift = _json(cli.invoke(app, ["drift", "s2", "--json"]))
+    assert drift["baseline_id"] == "s1" and drift["severity"] in ("ok", "warn", "alert")
+    assert _json(cli.invoke(app, ["snapshots", "--json"]))["snapshots"] == ["s1", "s2"]
+    text = cli.invoke(app, ["drift", "s2"])
+    assert text.exit_code == 0 and "JS" in text.stdout
+
+
+def test_known_failures_are_one_line_and_exit_2(cli, tmp_path):
+    result = cli.invoke(app, ["ingest", str(tmp_path / "missing"), "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["type"] == "SourceError"
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
+    result = cli.invoke(app, ["prepare", "never-ingested"])
+    assert result.exit_code == 2 and "not published" in result.stderr
+    result = cli.invoke(app, ["registry", "show", "genre-cnn"])
+    assert result.exit_code == 2 and "no champion" in result.stderr
+
+
+def test_predict_without_champion_is_a_clear_error(cli, tmp_path):
+    poster = tmp_path / "p.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (20, 30)).save(poster)
+    result = cli.invoke(app, ["predict", str(poster)])
+    assert result.exit_code == 2 and "no genre-cnn champion" in result.stderr
