@@ -29,10 +29,13 @@ test: $(STAMP) ## install and run the whole test suite (starts its own S3 server
 	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest -q
 
+airflow: $(STAMP) ## start Airflow locally (SQLite, LocalExecutor) with the project's DAGs; prints URL and login
+	bash scripts/airflow-local.sh
+
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check postergenre tests dags plugins benchmarks
 
 bench: $(STAMP) ## benchmarks: print side-by-side ratios
 	$(BIN)/python -m benchmarks
 
-.PHONY: help install lock demo test lint bench
+.PHONY: help install lock demo test airflow lint bench
