@@ -75,8 +75,9 @@ PARAMS = {
                         description="Epoch budget of every trial and final training (early stopping may end "
                                     "sooner)."),
     "backbone": Param("efficientnetv2b0", type="string", enum=list(BACKBONES), title="Backbone",
-                      description="Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, or tiny "
-                                  "(a small random CNN for tests and demos)."),
+                      description="Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, lite0 "
+                                  "(EfficientNet-Lite0, ImageNet weights from the postergenre[lite0] package), or "
+                                  "tiny (a small random CNN for tests and demos)."),
     "weights": Param("imagenet", type="string", pattern=WEIGHTS_PATTERN, title="Backbone weights",
                      description="imagenet (Keras download), none (random), or a path / file:// / s3:// URI of "
                                  "a Keras .weights.h5 file."),

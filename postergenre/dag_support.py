@@ -182,7 +182,7 @@ def drift_summary(result: Mapping[str, Any], kind: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- retrain
 
 RETRAIN_CRON_ENV = "POSTERGENRE_RETRAIN_CRON"
-BACKBONES = ("efficientnetv2b0", "resnet50", "tiny")
+BACKBONES = ("efficientnetv2b0", "resnet50", "lite0", "tiny")
 """``postergenre.models.BACKBONES``, repeated here so that parsing the DAG does not import Keras."""
 WEIGHTS_PATTERN = r"^(imagenet|none|\S+\.weights\.h5)$"
 ALERT = "alert"

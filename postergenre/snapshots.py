@@ -19,10 +19,11 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,17 +204,31 @@ def _list_poster_files(root: Path) -> tuple[list[PosterFile], list[Rejected]]:
     return files, rejected
 
 
-def _check_files(files: list[PosterFile], known_valid: set[str], advance) -> list[PosterCheck]:
+def _check_files(
+    files: list[PosterFile],
+    known_valid: set[str],
+    advance,
+    publish: Callable[[PosterFile, PosterCheck, bytes], bool],
+    workers: int,
+) -> tuple[list[PosterCheck], list[str]]:
+    """Check every poster and hand each valid, not-yet-stored one to ``publish`` while its bytes are in memory.
+
+    Checking and uploading overlap on one thread pool (PIL decoding, hashing and socket I/O release the GIL), so
+    an ingest costs about its upload time. Returns the checks in input order and the digests ``publish`` stored.
+    """
+    published: list[str] = []
+
     def one(poster: PosterFile) -> PosterCheck:
         data = poster.path.read_bytes()
         digest = sha256_bytes(data)
         check = check_poster(data, digest=digest, decode=digest not in known_valid)
+        if check.reason is None and digest not in known_valid and publish(poster, check, data):
+            published.append(digest)
         advance(1)
         return check
 
-    # PIL decoding and hashing release the GIL, so threads use every core.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, files))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, files)), published
 
 
 def _existing_blobs(store: ObjectStore, prefix: str) -> set[str]:
@@ -265,12 +280,30 @@ def ingest(
         files, name_rejected = _list_poster_files(root)
         files = [f for f in files if f.movie_id is not None]
         known_valid = _existing_blobs(store, POSTER_PREFIX)
-        with progress.task("checking posters", len(files)) as advance:
-            checks = _check_files(files, known_valid, advance)
-
         rows_by_movie: dict[int, list[str]] = {}
         for movie_id, genre in parsed.rows:
             rows_by_movie.setdefault(movie_id, []).append(genre)
+        claimed: set[str] = set()
+        claim_lock = threading.Lock()
+
+        def publish(poster: PosterFile, check: PosterCheck, data: bytes) -> bool:
+            """Store a valid poster of a movie with genre rows under its content hash, once per digest.
+
+            Blobs are immutable and content-addressed, so storing one before the snapshot is published (or even
+            if publishing then fails) never changes what any snapshot means.
+            """
+            if poster.movie_id not in rows_by_movie:
+                return False
+            with claim_lock:
+                if check.sha256 in claimed:
+                    return False
+                claimed.add(check.sha256)
+            store.put_bytes(blob_key(POSTER_PREFIX, check.sha256), data)
+            return True
+
+        with progress.task("checking and uploading posters", len(files)) as advance:
+            checks, published = _check_files(files, known_valid, advance, publish, max(4, concurrency))
+        known_valid |= set(published)
         quarantine = parsed.rejected + source_rejected + name_rejected
 
         posters: dict[int, PosterCheck] = {}
@@ -332,8 +365,12 @@ def ingest(
         }
         transfer = [(p, blob_key(POSTER_PREFIX, d)) for d, p in missing.items()]
         transfer += [(p, blob_key(QUARANTINE_PREFIX, d)) for d, p in missing_q.items()]
-        with progress.task("uploading posters", sum(p.stat().st_size for p, _ in transfer)) as advance:
+        with progress.task(
+            "uploading quarantined files", sum(p.stat().st_size for p, _ in transfer)
+        ) as advance:
             uploaded_bytes = store.upload_files(transfer, progress=advance) if transfer else 0
+        sizes = {check.sha256: check.size for check in checks}
+        uploaded_bytes += sum(sizes[digest] for digest in published)
 
     frame = pd.DataFrame(clean, columns=["movie_id", "genre"])
     files_meta = {}
@@ -370,7 +407,7 @@ def ingest(
         manifest,
         "published",
         started,
-        uploaded=len(transfer),
+        uploaded=len(transfer) + len(published),
         uploaded_bytes=uploaded_bytes,
         quarantine=quarantine_doc["counts"],
         store_url=store.url,

@@ -1,0 +1,275 @@
+"""The monitoring app the Airflow plugin mounts: JSON data, HTML pages, empty states and Airflow login.
+
+The app is built directly (no api-server) over a home populated by the real pipeline: two synthetic snapshots
+ingested, their drift computed, a fake model version registered and promoted, a run report written. Requests
+carry a JWT made by the configured simple auth manager, as the Airflow UI's cookie or an API client would.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from postergenre import registry
+from postergenre.config import Settings
+from postergenre.genres import GENRES
+from postergenre.pipeline import compute_drift, ingest_snapshot
+from postergenre.snapshots import load_manifest
+from postergenre.storage import open_store
+from postergenre.synth import generate_snapshot
+from postergenre.webapp import Threshold, create_app, line_chart_svg, markdown_to_html
+
+SNAPSHOTS = ("2026-01-05", "2026-02-02")
+CNN_METRICS = {"test": {"macro_f1": 0.4213, "accuracy": 0.5321}, "val": {"macro_f1": 0.4}}
+REPORT_MD = """## Table 1: single CNN over the splits
+
+| Metric | train | test |
+|---|---|---|
+| Macro F1 | 0.612 | **0.421** |
+
+OvA multi-label: micro-F1 0.333 <script>alert(1)</script>
+"""
+
+
+def _token(role: str | None) -> str:
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="watcher", role=role))
+
+
+@pytest.fixture(scope="module")
+def token(airflow_db) -> str:
+    """A viewer's JWT: the least role that may see the Airflow UI (token checks read Airflow's DB)."""
+    return _token("viewer")
+
+
+def populate(settings: Settings) -> dict:
+    """Two ingested snapshots with drift, a promoted genre-cnn, an unpromoted member, a run report."""
+    src = settings.home / "sources"
+    for seed, snapshot_id in enumerate(SNAPSHOTS):
+        generate_snapshot(src / snapshot_id, movies=40, seed=seed)
+        ingest_snapshot(str(src / snapshot_id), snapshot_id=snapshot_id, settings=settings)
+    drift = compute_drift(SNAPSHOTS[1], settings=settings)
+    reg = open_store(settings.registry_url)
+    decision = {"promote": True, "reason": "promoted: no champion; test decision"}
+    cnn = registry.register_version(
+        reg, "genre-cnn", files={"model.keras": b"fake cnn"}, metrics=CNN_METRICS,
+        lineage={"run_id": "x", "snapshot_id": SNAPSHOTS[1]}, decision=decision,
+    )  # fmt: skip
+    registry.promote(reg, "genre-cnn", cnn["version"], actor="test", reason=decision["reason"])
+    member = registry.register_version(
+        reg, "genre-ova/Western", files={"model.keras": b"fake member"},
+        metrics={"test": {"f1": 0.25, "accuracy": 0.9}}, lineage={"run_id": "x"},
+    )  # fmt: skip
+    store = open_store(settings.store_url)
+    store.put_json(
+        "runs/x/report.json",
+        {"classes": list(GENRES), "cnn": CNN_METRICS, "decisions": {"genre-cnn": decision}},
+    )
+    store.put_bytes("runs/x/report.md", REPORT_MD.encode())
+    return {"drift": drift, "cnn": cnn, "member": member}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, token):
+    settings = Settings(home=tmp_path_factory.mktemp("plugin-home"))
+    facts = populate(settings)
+    client = TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"})
+    return settings, facts, client
+
+
+@pytest.fixture
+def empty_client(tmp_path, token) -> TestClient:
+    return TestClient(create_app(Settings(home=tmp_path / "fresh")), headers={"Authorization": f"Bearer {token}"})
+
+
+# ------------------------------------------------------------------------------------------------ auth
+
+
+@pytest.mark.parametrize("path", ["/", "/api/snapshots", "/api/drift", "/api/models", "/api/runs/latest",
+                                  "/models/genre-cnn", "/runs/x"])  # fmt: skip
+def test_anonymous_request_is_refused(world, path):
+    settings, _, client = world
+    anonymous = TestClient(create_app(settings))
+    refused = anonymous.get(path)
+    assert refused.status_code == 401
+    assert "genre-cnn" not in refused.text and "Drama" not in refused.text
+    assert client.get(path).status_code == 200
+
+
+def test_bad_token_and_role_without_permission_are_refused(world):
+    settings, _, _ = world
+    app = create_app(settings)
+    forged = TestClient(app, headers={"Authorization": "Bearer not-a-jwt"}).get("/api/models")
+    assert forged.status_code in (401, 403)
+    no_role = TestClient(app, headers={"Authorization": f"Bearer {_token(None)}"}).get("/api/models")
+    assert no_role.status_code == 403
+
+
+def test_ui_cookie_logs_in_and_browsers_get_a_login_link(world, token):
+    settings, _, _ = world
+    app = create_app(settings)
+    browser = TestClient(app)
+    page = browser.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 401
+    assert "auth/login" in page.text
+    browser.cookies.set("_token", token)
+    assert browser.get("/", headers={"Accept": "text/html"}).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------ JSON
+
+
+def test_snapshot_api_gives_genre_counts_and_shares_over_time(world):
+    settings, _, client = world
+    data = client.get("/api/snapshots").json()
+    assert [s["id"] for s in data["snapshots"]] == list(SNAPSHOTS)
+    assert data["genres"] == list(GENRES)
+    store = open_store(settings.store_url)
+    for i, snapshot_id in enumerate(SNAPSHOTS):
+        manifest = load_manifest(store, snapshot_id)
+        for view in ("raw", "collapsed"):
+            assert {g: data["counts"][view][g][i] for g in GENRES} == manifest["genres"][view]
+            assert sum(data["shares"][view][g][i] for g in GENRES) == pytest.approx(1.0)
+
+
+def test_drift_api_gives_metrics_and_thresholds(world):
+    settings, facts, client = world
+    data = client.get("/api/drift").json()
+    assert data["thresholds"] == {
+        "js": {"warn": settings.drift_warn_js, "alert": settings.drift_alert_js},
+        "psi": {"warn": settings.drift_warn_psi, "alert": settings.drift_alert_psi},
+    }
+    [report] = data["reports"]
+    drift = facts["drift"]
+    assert (report["snapshot_id"], report["baseline_id"], report["kind"]) == (SNAPSHOTS[1], SNAPSHOTS[0], "previous")
+    assert report["severity"] == drift["severity"]
+    assert report["js_raw"] == pytest.approx(drift["raw"]["js_distance"])
+    assert report["psi_collapsed"] == pytest.approx(drift["collapsed"]["psi"])
+    assert len(report["top_changes"]) == 5
+
+
+def test_models_api_gives_champions_metrics_and_alias_log(world):
+    _, facts, client = world
+    data = client.get("/api/models").json()
+    by_name = {m["name"]: m for m in data["models"]}
+    assert set(by_name) == {"genre-cnn", "genre-ova/western"}
+    champion = by_name["genre-cnn"]["champion"]
+    assert champion["version"] == facts["cnn"]["version"]
+    assert champion["metrics"]["macro_f1"] == CNN_METRICS["test"]["macro_f1"]
+    assert champion["metrics"]["accuracy"] == CNN_METRICS["test"]["accuracy"]
+    assert by_name["genre-ova/western"]["champion"] is None
+    assert by_name["genre-ova/western"]["latest_version"]["version"] == facts["member"]["version"]
+    [entry] = data["alias_log"]
+    assert (entry["model"], entry["to_version"], entry["action"]) == ("genre-cnn", champion["version"], "promote")
+
+
+def test_model_detail_api_gives_versions_decisions_and_history(world):
+    _, facts, client = world
+    data = client.get("/api/models/genre-cnn").json()
+    [version] = data["versions"]
+    assert version["version"] == facts["cnn"]["version"]
+    assert version["decision"]["promote"] is True
+    assert version["lineage"]["snapshot_id"] == SNAPSHOTS[1]
+    assert [e["to_version"] for e in data["history"]] == [version["version"]]
+    assert client.get("/api/models/genre-ova/Western").json()["name"] == "genre-ova/western"
+    assert client.get("/api/models/no-such-model").status_code == 404
+
+
+def test_run_api_gives_the_latest_report(world):
+    _, _, client = world
+    assert [r["run_id"] for r in client.get("/api/runs").json()["runs"]] == ["x"]
+    latest = client.get("/api/runs/latest").json()
+    assert latest["run_id"] == "x"
+    assert latest["markdown"] == REPORT_MD
+    assert latest["report"]["decisions"]["genre-cnn"]["promote"] is True
+    assert client.get("/api/runs/nope").status_code == 404
+    assert client.get("/api/runs/..%2Fsecrets").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+
+def test_dashboard_shows_genres_drift_champions_and_run(world):
+    _, facts, client = world
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    for genre in GENRES:
+        assert f">{genre}<" in text
+    assert text.count("<svg") == 4  # raw and collapsed shares, JS and PSI
+    assert "warn 0.05" in text and "alert 0.25" in text
+    assert facts["cnn"]["version"] in text and "0.421" in text and "0.532" in text
+    assert 'href="models/genre-cnn"' in text
+    assert facts["drift"]["severity"] in text
+    assert "<h3>Table 1: single CNN over the splits</h3>" in text
+    assert "<strong>0.421</strong>" in text
+    assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_model_and_run_pages_render(world):
+    _, facts, client = world
+    model = client.get("/models/genre-cnn").text
+    assert facts["cnn"]["version"] in model and "test decision" in model and "★ champion" in model
+    member = client.get("/models/genre-ova/western").text
+    assert "Never promoted." in member and "binary F1" in member
+    assert 'href="../../"' in member  # relative link back to the overview, whatever the prefix
+    run = client.get("/runs/x").text
+    assert "Run report: x" in run and "<table>" in run
+
+
+def test_empty_home_renders_every_section(empty_client):
+    page = empty_client.get("/")
+    assert page.status_code == 200
+    for message in ("No model registered yet", "No drift report yet", "No snapshot ingested yet", "No run report"):
+        assert message in page.text
+    assert empty_client.get("/api/snapshots").json()["snapshots"] == []
+    assert empty_client.get("/api/drift").json()["reports"] == []
+    assert empty_client.get("/api/models").json() == {"models": [], "alias_log": []}
+    assert empty_client.get("/api/runs/latest").status_code == 404
+
+
+def test_unreachable_source_fails_its_section_only(world, token):
+    settings, _, _ = world
+    broken = settings.model_copy(update={"registry_url": "file://elsewhere/registry"})
+    client = TestClient(create_app(broken), headers={"Authorization": f"Bearer {token}"})
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Unavailable" in page.text and "Drama" in page.text
+    assert client.get("/api/models").status_code == 503
+
+
+def test_plugin_registers_the_app_and_a_navigation_link(airflow_db):
+    from airflow import plugins_manager
+
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    [ours] = [a for a in apps if a["url_prefix"] == "/postergenre"]
+    assert any(route.path == "/api/drift" for route in ours["app"].routes)
+    views, _ = plugins_manager._get_ui_plugins()
+    [view] = [v for v in views if v.get("url_route") == "postergenre"]
+    assert view["destination"] == "nav" and view["href"] == "postergenre/"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def test_markdown_tables_headings_and_escaping():
+    out = markdown_to_html("# Title\n\n| a | b |\n|---|---:|\n| x<y | 1.5 |\n\nsome **bold** `code`\ntext")
+    assert "<h2>Title</h2>" in out
+    assert '<td>x&lt;y</td><td class="num">1.5</td>' in out
+    assert "<p>some <strong>bold</strong> <code>code</code> text</p>" in out
+
+
+def test_line_chart_draws_series_gaps_single_points_and_thresholds():
+    svg = line_chart_svg(["a", "b", "c"], {"s": [0.1, None, 0.3]}, title="T", colours={"s": "#123456"},
+                         thresholds=[Threshold("alert", 0.25, "#e53e3e")])  # fmt: skip
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count("<circle") == 2 and "<polyline" not in svg  # the gap splits the line
+    assert "stroke-dasharray" in svg and "alert 0.25" in svg
+    joined = line_chart_svg(["a", "b"], {"s": [0.1, 0.2]}, title="T", colours={})
+    assert len(re.findall(r"<polyline", joined)) == 1
+    single = line_chart_svg(["only"], {"s": [0.5]}, title="T", colours={}, percent=True)
+    assert single.count("<circle") == 1 and "50%" in single

@@ -1,0 +1,368 @@
+"""The ``postergenre_retrain`` DAG: it parses, its shape (fan-outs, pool, schedule, form), its gate, and a real
+``dag.test()`` of the whole model plane on a tiny synthetic snapshot with the store and registry on S3.
+
+Needs the ``fixtures.airflow`` plugin (Airflow environment set before airflow is imported). Airflow is only
+imported inside tests and fixtures, never at collection.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAG_FILE = REPO_ROOT / "dags" / "postergenre_retrain.py"
+MAPPED = ("trial", "train", "evaluate", "promote")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAG_FILE.parent))
+
+
+@pytest.fixture(scope="module")
+def retrain(dagbag):
+    return dagbag.dags["postergenre_retrain"]
+
+
+@pytest.fixture(scope="module")
+def serialized(retrain):
+    """The DAG as the scheduler and API server see it."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(retrain))
+
+
+def _event(severity: str | None, snapshot_id: str, minute: int) -> SimpleNamespace:
+    extra = {"snapshot_id": snapshot_id} if severity is None else {"snapshot_id": snapshot_id, "severity": severity}
+    return SimpleNamespace(extra=extra, timestamp=datetime(2026, 3, 1, 2, minute, tzinfo=UTC))
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def test_retrain_dag_imports_without_errors(dagbag):
+    stats = {Path(s.file).name: s for s in dagbag.dagbag_stats}
+    stat = stats[DAG_FILE.name]
+    print(f"parsed {DAG_FILE.name}: {stat.duration.total_seconds():.3f} s, {stat.dag_num} dag(s), {stat.task_num} tasks")
+    assert dagbag.import_errors == {}
+    assert stat.dag_num == 1
+
+
+# --------------------------------------------------------------------------------------------- structure
+
+
+def test_tasks_run_in_the_model_plane_order(retrain):
+    upstream = {t.task_id: t.upstream_task_ids for t in retrain.tasks}
+    assert upstream == {
+        "gate": set(),
+        "resolve_inputs": {"gate"},
+        "prepare": {"resolve_inputs"},
+        "start": {"prepare"},
+        "embed": {"start"},
+        "plan": {"start", "embed"},
+        "trial": {"start", "plan"},
+        "select": {"start", "trial"},
+        "targets": {"start", "select"},
+        "train": {"start", "targets"},
+        "evaluate": {"start", "targets", "train"},
+        "promote": {"start", "targets", "evaluate"},
+        "report": {"start", "promote"},
+    }
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    assert isinstance(retrain.get_task("gate"), ShortCircuitOperator)
+
+
+def test_fan_outs_are_mapped_and_labelled(retrain):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    mapped = {t.task_id for t in retrain.tasks if isinstance(t, MappedOperator)}
+    assert mapped == set(MAPPED)
+    assert retrain.get_task("trial").map_index_template == "{{ trial_label }}"
+    for task_id in ("train", "evaluate", "promote"):
+        assert "target" in retrain.get_task(task_id).map_index_template
+
+
+def test_only_embed_takes_the_gpu_queue_and_pool(retrain):
+    from postergenre.dag_support import GPU_POOL
+
+    embed = retrain.get_task("embed")
+    assert (embed.queue, embed.pool) == ("gpu", GPU_POOL)
+    others = [t for t in retrain.tasks if t.task_id != "embed"]
+    assert all(t.queue != "gpu" and t.pool != GPU_POOL for t in others)
+
+
+def test_schedule_is_weekly_cron_or_a_snapshot_event(retrain):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from postergenre.dag_support import SNAPSHOTS_ASSET
+
+    assert isinstance(retrain.timetable, AssetOrTimeSchedule)
+    assert retrain.timetable.asset_condition == SNAPSHOTS_ASSET
+    cron = retrain.timetable.timetable
+    assert isinstance(cron, CronTriggerTimetable)
+    assert cron.expression == "0 4 * * 0"
+    core = coerce_to_core_timetable(cron)
+    first = core._get_next(datetime(2026, 3, 4, tzinfo=UTC))
+    assert (first.weekday(), first.hour) == (6, 4)  # Sunday 04:00 UTC
+    assert core._get_next(first) - first == timedelta(days=7)
+    assert retrain.max_active_runs == 1
+    assert retrain.catchup is False
+
+
+def test_cron_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("POSTERGENRE_RETRAIN_CRON", "30 1 * * 3")
+    spec = importlib.util.spec_from_file_location("retrain_dag_with_env_cron", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.CRON == "30 1 * * 3"
+    assert module.postergenre_retrain().timetable.timetable.expression == "30 1 * * 3"
+
+
+def test_tasks_retry_with_backoff_time_out_and_notify(retrain):
+    from postergenre.dag_support import PostergenreNotifier
+
+    for t in retrain.tasks:
+        assert t.retries >= 1
+        assert t.retry_exponential_backoff > 1
+        assert t.max_retry_delay > t.retry_delay
+        assert t.execution_timeout is not None
+    assert isinstance(retrain.on_failure_callback, PostergenreNotifier)
+
+
+# --------------------------------------------------------------------------------------------- the form
+
+
+def test_params_are_typed_documented_with_defaults(retrain):
+    params = retrain.params
+    expected = {
+        "source": ("string", ""),
+        "snapshot_id": ("string", ""),
+        "n_trials": ("integer", 4),
+        "max_epochs": ("integer", 20),
+        "backbone": ("string", "efficientnetv2b0"),
+        "weights": ("string", "imagenet"),
+        "image_size": ("integer", 224),
+        "seed": ("integer", 42),
+        "fine_tune": ("boolean", False),
+        "dry_run": ("boolean", False),
+        "force_promote": ("boolean", False),
+        "force_reason": ("string", ""),
+    }
+    assert set(params) == set(expected)
+    for name, (kind, default) in expected.items():
+        param = params.get_param(name)
+        assert param.schema["type"] == kind, name
+        assert param.value == default, name
+        assert param.description and param.schema.get("title"), name
+    assert params.get_param("n_trials").schema["minimum"] == 1
+
+
+def test_backbone_choices_are_the_libraries(retrain):
+    """Read from models.py's source: importing it would import Keras (tens of seconds on a busy box)."""
+    source = (REPO_ROOT / "postergenre" / "models.py").read_text()
+    assigned = next(
+        node.value for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["BACKBONES"]
+    )
+    assert retrain.params.get_param("backbone").schema["enum"] == list(ast.literal_eval(assigned))
+
+
+@pytest.mark.parametrize(
+    ("conf", "valid"),
+    [
+        ({"backbone": "tiny", "weights": "none", "image_size": 48, "n_trials": 2}, True),
+        ({"weights": "s3://models/backbones/effnet.weights.h5"}, True),
+        ({"weights": "/opt/weights/resnet50.weights.h5", "backbone": "resnet50"}, True),
+        ({"backbone": "vgg16"}, False),
+        ({"weights": "resnet50.h5"}, False),
+        ({"n_trials": 0}, False),
+        ({"max_epochs": 0}, False),
+        ({"snapshot_id": "../etc"}, False),
+        ({"dry_run": "yes"}, False),
+    ],
+)
+def test_trigger_form_rejects_what_the_run_cannot_use(serialized, conf, valid):
+    """Validated as the API does when a run is triggered: the serialized DAG's params merged with the conf."""
+    from airflow.exceptions import ParamValidationError
+
+    params = serialized.params.deep_merge(conf)
+    if valid:
+        resolved = params.validate()
+        assert all(resolved[k] == v for k, v in conf.items())
+    else:
+        with pytest.raises(ParamValidationError):
+            params.validate()
+
+
+# --------------------------------------------------------------------------------------------- gate helpers
+
+
+def test_time_triggered_and_manual_runs_always_retrain():
+    from postergenre.dag_support import retrain_trigger
+
+    for run_type in ("scheduled", "manual", "backfill"):
+        assert retrain_trigger(run_type, []) == {"trigger": run_type, "snapshot_id": None}
+
+
+def test_snapshot_events_retrain_only_on_an_alert_and_on_the_newest_alert():
+    from postergenre.dag_support import retrain_trigger
+
+    quiet = [_event("ok", "s1", 1), _event("warn", "s2", 2), _event(None, "s3", 3)]
+    assert retrain_trigger("asset_triggered", quiet) is None
+    assert retrain_trigger("asset_triggered", []) is None
+    alerts = [*quiet, _event("alert", "s4", 9), _event("alert", "s5", 5), _event("warn", "s6", 10)]
+    decision = retrain_trigger("asset_triggered", alerts)
+    assert decision == {"trigger": "asset_triggered", "snapshot_id": "s4", "severity": "alert"}
+
+
+def test_unsupported_or_unaudited_requests_are_refused():
+    from postergenre.dag_support import check_retrain_params
+
+    check_retrain_params({"fine_tune": False, "force_promote": False, "force_reason": ""})
+    check_retrain_params({"fine_tune": False, "force_promote": True, "force_reason": "bootstrap"})
+    with pytest.raises(ValueError, match="fine_tune=true is not supported.*no fine-tuning stage"):
+        check_retrain_params({"fine_tune": True, "force_promote": False, "force_reason": ""})
+    for reason in ("", "   "):
+        with pytest.raises(ValueError, match="force_promote=true needs a force_reason"):
+            check_retrain_params({"fine_tune": False, "force_promote": True, "force_reason": reason})
+
+
+def test_trial_label_and_actor():
+    from postergenre.dag_support import run_actor, trial_label
+
+    assert trial_label({"trial_id": "t003", "hp": {"units": 256, "dropout": True}}) == "t003 units=256 dropout"
+    assert trial_label({"trial_id": "t001", "hp": {"units": 64, "dropout": False}}) == "t001 units=64 no-dropout"
+    assert run_actor(SimpleNamespace(triggering_user_name="alice", run_id="manual__x")) == "alice"
+    assert run_actor(SimpleNamespace(triggering_user_name=None, run_id="scheduled__x")) == "scheduled__x"
+
+
+# --------------------------------------------------------------------------------------------- dag.test
+
+
+def _no_retries(dag, monkeypatch) -> None:
+    """A failure should fail the test now, not after minutes of retry backoff."""
+    for t in dag.tasks:
+        monkeypatch.setattr(t, "retries", 0)
+
+
+def _states(dr) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in sorted(dr.get_task_instances(), key=lambda ti: (ti.task_id, ti.map_index)):
+        states.setdefault(ti.task_id, []).append(ti.state)
+    return states
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"fine_tune": True}, "fine_tune=true is not supported"),
+        ({"force_promote": True, "force_reason": ""}, "force_promote=true needs a force_reason"),
+    ],
+)
+def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch, conf, message):
+    _no_retries(retrain, monkeypatch)
+    errors: list[BaseException] = []
+    monkeypatch.setattr(retrain.get_task("gate"), "on_failure_callback", [lambda ctx: errors.append(ctx["exception"])])
+    day = 1 + len(conf)  # one run per case: dag.test reuses (and keeps the conf of) a run on the same date
+    dr = retrain.test(logical_date=datetime(2026, 2, day, 4, tzinfo=UTC), run_conf=conf)
+    states = _states(dr)
+    assert dr.state == "failed"
+    assert states.pop("gate") == ["failed"]
+    assert all(s == ["upstream_failed"] for s in states.values()), states
+    assert len(errors) == 1 and message in str(errors[0])
+
+
+def _fan_out_times(dr, task_id: str) -> tuple[int, float, float]:
+    """(instances, summed task durations, wall span first start -> last end) of one task, from the DB."""
+    tis = [ti for ti in dr.get_task_instances() if ti.task_id == task_id]
+    total = sum(ti.duration or 0.0 for ti in tis)
+    span = (max(ti.end_date for ti in tis) - min(ti.start_date for ti in tis)).total_seconds()
+    return len(tis), total, span
+
+
+def _labels(dr, task_id: str) -> list[str]:
+    tis = sorted((ti for ti in dr.get_task_instances() if ti.task_id == task_id), key=lambda ti: ti.map_index)
+    return [ti.rendered_map_index for ti in tis]
+
+
+@pytest.mark.slow
+def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_server, s3_env, tmp_path, monkeypatch):
+    from postergenre import registry
+    from postergenre.config import Settings
+    from postergenre.dag_support import trial_label
+    from postergenre.genres import GENRES
+    from postergenre.retrain import CNN, registry_name, target_slug
+    from postergenre.storage import open_store
+    from postergenre.synth import generate_snapshot
+
+    for bucket in ("retrain-data", "retrain-registry"):
+        s3_server.create_bucket(bucket)
+    monkeypatch.setenv("POSTERGENRE_STORE_URL", "s3://retrain-data/store")
+    monkeypatch.setenv("POSTERGENRE_REGISTRY_URL", "s3://retrain-registry/models")
+    env_settings = Settings()
+    store, reg = open_store(env_settings.store_url), open_store(env_settings.registry_url)
+    _no_retries(retrain, monkeypatch)
+    export = generate_snapshot(tmp_path / "export", movies=3000, seed=5).out
+    tiny = {"backbone": "tiny", "weights": "none", "image_size": 48, "n_trials": 2, "max_epochs": 8}
+
+    def run(day: int, conf: dict):
+        started = time.perf_counter()
+        dr = retrain.test(logical_date=datetime(2026, 3, day, 4, tzinfo=UTC), run_conf=conf)
+        wall = time.perf_counter() - started
+        states = _states(dr)
+        assert dr.state == "success", states
+        print(f"\n{dr.run_id}: dag.test {wall:.1f} s")
+        for task_id in ("embed", "trial", "train", "evaluate", "promote"):
+            n, total, span = _fan_out_times(dr, task_id)
+            print(f"  {task_id:<9} x{n:<3} task time {total:7.1f} s, wall span {span:7.1f} s")
+        return dr
+
+    # First run: ingest the export; a forced promotion (audited) bootstraps every champion.
+    first = run(1, {**tiny, "source": str(export), "snapshot_id": "synth",
+                    "force_promote": True, "force_reason": "bootstrap champions"})
+    plan = store.get_json(f"runs/{registry.run_version_id(first.run_id)}/plan.json")
+    assert _labels(first, "trial") == [trial_label(t) for t in plan]
+    targets = [CNN, *GENRES]
+    assert _labels(first, "train") == targets
+    run_key = f"runs/{registry.run_version_id(first.run_id)}"
+    report = store.get_json(f"{run_key}/report.json")
+    assert set(report["decisions"]) == {registry_name(t) for t in targets}
+    assert store.exists(f"{run_key}/report.md")
+    champions = {}
+    for target in targets:
+        name = registry_name(target)
+        decision = store.get_json(f"{run_key}/decisions/{target_slug(target)}.json")
+        champion = registry.get_champion(reg, name)
+        assert champion is not None and champion["version"] == registry.run_version_id(first.run_id), name
+        last = registry.history(reg, name)[-1]
+        assert last["actor"] == "dag_test"  # dag.test's triggering user
+        if decision["promote"]:
+            assert last["reason"] == decision["reason"]
+        else:
+            assert last["reason"] == "forced by dag_test: bootstrap champions"
+        champions[name] = champion["version"]
+    forced = sum(not store.get_json(f"{run_key}/decisions/{target_slug(t)}.json")["promote"] for t in targets)
+    print(f"  first run: {len(targets) - forced} promoted on merit, {forced} forced")
+
+    # Second run, same snapshot, dry run: trains and decides against the champions, changes nothing.
+    second = run(2, {**tiny, "snapshot_id": "synth", "dry_run": True})
+    second_key = f"runs/{registry.run_version_id(second.run_id)}"
+    for target in targets:
+        name = registry_name(target)
+        decision = store.get_json(f"{second_key}/decisions/{target_slug(target)}.json")
+        assert decision["champion_version"] == champions[name]
+        assert registry.get_champion(reg, name)["version"] == champions[name]
+        assert [v["version"] for v in registry.list_versions(reg, name)] == [champions[name]]
+    assert store.exists(f"{second_key}/report.md")
