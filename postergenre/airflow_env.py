@@ -22,7 +22,7 @@ GPU_POOL = "postergenre_gpu"
 """Airflow pool that serialises accelerator-bound tasks (training, tuning)."""
 GPU_POOL_SLOTS = 1
 ADMIN_USER = "admin"
-LOCAL_JWT_SECRET = "postergenre-local-jwt-secret-not-for-production"
+LOCAL_JWT_SECRET = "postergenre-local-jwt-secret-not-for-production-only-for-the-embedded-default"
 LOCAL_API_SECRET = "postergenre-local-api-secret-not-for-production"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 

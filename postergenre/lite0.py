@@ -179,7 +179,9 @@ def _unpickle(fh: IO[bytes]) -> tuple[Any, dict[str, type]]:
 def _read_zip(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
     """``torch.save`` since 1.6: ``<archive>/data.pkl`` plus one raw little-endian ``<archive>/data/<key>``."""
     with zipfile.ZipFile(path) as zf:
-        pkl = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+        if pkl is None:
+            raise ValueError(f"{path.name} is a zip without data.pkl, not a PyTorch weights file")
         root = pkl[: -len("data.pkl")]
         with zf.open(pkl) as fh:
             obj, dtypes = _unpickle(fh)
@@ -201,11 +203,20 @@ def _read_legacy(fh: IO[bytes]) -> tuple[Any, dict[str, np.ndarray]]:
     for key in keys:
         dtype = np.dtype(dtypes[key]).newbyteorder("<")
         numel = int(np.frombuffer(fh.read(8), "<i8")[0])
-        storages[key] = np.frombuffer(fh.read(numel * dtype.itemsize), dtype=dtype)
+        data = fh.read(numel * dtype.itemsize)
+        if len(data) != numel * dtype.itemsize:
+            raise ValueError(f"truncated weights file: storage {key} is short")
+        storages[key] = np.frombuffer(data, dtype=dtype)
     return obj, storages
 
 
 def _materialise(ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
+    """Copy the tensor out of its storage; bounds are checked because ``as_strided`` does not."""
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True))
+    if min((ref.offset, *ref.shape, *ref.stride), default=0) < 0 or (
+        0 not in ref.shape and last >= storage.size
+    ):
+        raise ValueError(f"tensor view {ref} lies outside its storage of {storage.size} elements")
     view = np.lib.stride_tricks.as_strided(
         storage[ref.offset :], ref.shape, tuple(s * storage.itemsize for s in ref.stride), writeable=False
     )

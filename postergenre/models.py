@@ -96,9 +96,9 @@ def build_backbone(
     elif name == "lite0":  # ImageNet weights from an installed package, converted once: no network
         from postergenre.lite0 import build_lite0, ensure_lite0_weights
 
-        model = build_lite0(image_size)
         if resolved == "imagenet":
             resolved = ensure_lite0_weights()
+        model = build_lite0(image_size)
     else:
         try:
             model = _keras_application(name, "imagenet" if resolved == "imagenet" else None, image_size)

@@ -17,6 +17,7 @@ import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -680,6 +681,7 @@ def report_step(run_id: str, settings: Settings | None = None) -> dict:
         decision = ctx.store.get_json(info)
         decisions[decision["model"]] = {"promote": decision["promote"], "reason": decision["reason"]}
     report["decisions"] = decisions
+    report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     markdown = render_markdown(report)
     ctx.store.put_json(ctx.key("report.json"), report)
     ctx.store.put_bytes(ctx.key("report.md"), markdown.encode())

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -29,8 +30,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from postergenre import db, registry
 from postergenre.config import Settings, get_settings
 from postergenre.genres import GENRES
+from postergenre.log import get_logger
 from postergenre.registry import RegistryError
 from postergenre.storage import NotFound, ObjectStore, StoreError, open_store
+
+log = get_logger(__name__)
 
 URL_PREFIX = "/postergenre"
 SNAPSHOT_HISTORY_LIMIT = 100
@@ -189,7 +193,7 @@ def alias_log(store: ObjectStore, limit: int = ALIAS_LOG_ROWS) -> list[dict]:
         lambda name: [{"model": name, **e} for e in registry.history(store, name)],
         registry.list_models(store),
     )
-    entries = [e for log in logs for e in log]
+    entries = [e for model_log in logs for e in model_log]
     return sorted(entries, key=lambda e: (e["time"], e["model"], e["generation"]), reverse=True)[:limit]
 
 
@@ -297,7 +301,7 @@ def line_chart_svg(
         return top + plot_h * (1 - min(v, y_max) / y_max)
 
     def fmt(v: float) -> str:
-        return f"{v:.0%}" if percent else f"{v:.3g}"
+        return f"{v * 100:.3g}%" if percent else f"{v:.3g}"
 
     esc = html.escape
     parts = [
@@ -466,6 +470,15 @@ def _num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _when(iso: str) -> str:
+    """A registry timestamp to the minute, in UTC; the exact value stays in the tooltip."""
+    try:
+        short = datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        short = iso
+    return f'<span title="{html.escape(iso)}">{html.escape(short)}</span>'
+
+
 def _badge(text: str, cls: str) -> str:
     return f'<span class="badge {html.escape(cls)}">{html.escape(text)}</span>'
 
@@ -498,7 +511,7 @@ def _model_link(name: str, root: str) -> str:
     return f'<a href="{root}models/{html.escape(name)}">{html.escape(name)}</a>'
 
 
-def render_champions(models: list[dict], log: list[dict], root: str = "") -> str:
+def render_champions(models: list[dict], moves: list[dict], root: str = "") -> str:
     if not models:
         body = _empty("No model registered yet: run the postergenre_retrain DAG (or `postergenre run`).")
     else:
@@ -524,7 +537,7 @@ def render_champions(models: list[dict], log: list[dict], root: str = "") -> str
                     f"<code>{html.escape(c['version'])}</code>",
                     _f1_cell(c["metrics"]),
                     _num(c["metrics"]["accuracy"]),
-                    html.escape(c["since"]),
+                    _when(c["since"]),
                     html.escape(c.get("reason") or ""),
                     str(m["versions"]),
                 ]
@@ -542,10 +555,10 @@ def render_champions(models: list[dict], log: list[dict], root: str = "") -> str
             rows,
             numeric=(2, 3, 6),
         )
-    if log:
+    if moves:
         log_rows = [
             [
-                html.escape(e["time"]),
+                _when(e["time"]),
                 _model_link(e["model"], root),
                 html.escape(e["action"]),
                 f"<code>{html.escape(e.get('from_version') or '–')}</code>",
@@ -553,7 +566,7 @@ def render_champions(models: list[dict], log: list[dict], root: str = "") -> str
                 html.escape(e.get("actor") or ""),
                 html.escape(e.get("reason") or ""),
             ]
-            for e in log
+            for e in moves
         ]
         body += "<h3>Alias log (newest first)</h3>" + _table(
             ["Time", "Model", "Action", "From", "To", "Actor", "Reason"], log_rows
@@ -576,13 +589,15 @@ def render_drift(drift: dict) -> str:
         for view in ("raw", "collapsed")
     }
     colours = dict(zip(series_names.values(), ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b"), strict=True))
-    charts = []
+    charts: list[str] = []
+    drawn: dict[str, str] = {}  # the legend lists only series that have data
     for metric, label in (("js", "Jensen–Shannon distance"), ("psi", "PSI")):
         series: dict[str, list[float | None]] = {}
         for (kind, view), name in series_names.items():
             by_snapshot = {r["snapshot_id"]: r[f"{metric}_{view}"] for r in reports if r["kind"] == kind}
             if by_snapshot:
                 series[name] = [by_snapshot.get(s) for s in order]
+                drawn[name] = colours[name]
         t = drift["thresholds"][metric]
         thresholds = [Threshold("warn", t["warn"], "#d69e2e"), Threshold("alert", t["alert"], "#e53e3e")]
         charts.append(
@@ -615,7 +630,7 @@ def render_drift(drift: dict) -> str:
         f"<p>Latest: snapshot <strong>{html.escape(latest['snapshot_id'])}</strong> vs "
         f"{html.escape(latest['baseline_id'] or '–')} ({html.escape(latest['kind'])}): "
         f"{_badge(latest['severity'], latest['severity'])}. Largest collapsed-share changes: {movers or '–'}.</p>"
-        f'<div class="charts">{"".join(charts)}</div>{legend_html(colours)}'
+        f'<div class="charts">{"".join(charts)}</div>{legend_html(drawn)}'
         + _table(
             [
                 "Snapshot",
@@ -729,7 +744,7 @@ def render_model(detail: dict, root: str) -> str:
             [
                 f"<code>{html.escape(v['version'])}</code>"
                 + (" ★ champion" if v["version"] == champion else ""),
-                html.escape(v["registered_at"]),
+                _when(v["registered_at"]),
                 _f1_cell(v["headline"]),
                 _num(v["headline"]["accuracy"]),
                 html.escape(str(v["lineage"].get("snapshot_id", "–"))),
@@ -740,7 +755,7 @@ def render_model(detail: dict, root: str) -> str:
     log_rows = [
         [
             str(e["generation"]),
-            html.escape(e["time"]),
+            _when(e["time"]),
             html.escape(e["action"]),
             f"<code>{html.escape(e.get('from_version') or '–')}</code>",
             f"<code>{html.escape(e['to_version'])}</code>",
@@ -770,11 +785,14 @@ def render_model(detail: dict, root: str) -> str:
 
 
 def _section(load: Callable[[], str], title: str) -> str:
-    """Render one dashboard section; a source that fails shows its error there, the rest still renders."""
+    """Render one dashboard section; a source that fails (or holds a record this code cannot read) shows
+    its error there and the rest of the page still renders: the page exists to look at when things are off."""
     try:
         return load()
-    except _SOURCE_ERRORS as err:
-        return f'<section><h2>{html.escape(title)}</h2><p class="error">Unavailable: {html.escape(str(err))}</p></section>'
+    except (*_SOURCE_ERRORS, AttributeError, KeyError, TypeError, ValueError) as err:
+        log.warning("dashboard section failed", section=title, error=repr(err))
+        message = html.escape(f"{type(err).__name__}: {err}")
+        return f'<section><h2>{html.escape(title)}</h2><p class="error">Unavailable: {message}</p></section>'
 
 
 def _json(load: Callable[[], Any]) -> Any:

@@ -202,3 +202,14 @@ def test_missing_weights_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(lite0.importlib.metadata, "distribution", absent)
     with pytest.raises(WeightsUnavailable, match=r"postergenre\[lite0\]"):
         build_backbone("lite0", weights="imagenet", image_size=32)
+
+
+def test_a_tensor_pointing_past_its_storage_is_refused(tmp_path):
+    torch = _torch()
+    torch.save({"w": torch.ones(8)}, tmp_path / "full.pth")
+    with zipfile.ZipFile(tmp_path / "full.pth") as src, zipfile.ZipFile(tmp_path / "short.pth", "w") as dst:
+        for item in src.infolist():  # keep the pickle, cut the storage to half its bytes
+            data = src.read(item)
+            dst.writestr(item, data[: len(data) // 2] if item.filename.endswith("data/0") else data)
+    with pytest.raises(ValueError, match="outside its storage"):
+        lite0.read_state_dict(tmp_path / "short.pth")

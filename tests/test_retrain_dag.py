@@ -19,6 +19,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO_ROOT / "dags" / "postergenre_retrain.py"
 MAPPED = ("trial", "train", "evaluate", "promote")
+FORM = {
+    "source": ("string", ""),
+    "snapshot_id": ("string", ""),
+    "n_trials": ("integer", 4),
+    "max_epochs": ("integer", 20),
+    "backbone": ("string", "efficientnetv2b0"),
+    "weights": ("string", "imagenet"),
+    "image_size": ("integer", 224),
+    "seed": ("integer", 42),
+    "fine_tune": ("boolean", False),
+    "dry_run": ("boolean", False),
+    "force_promote": ("boolean", False),
+    "force_reason": ("string", ""),
+}
+"""Each param's type and default."""
 
 
 @pytest.fixture(scope="module")
@@ -145,22 +160,8 @@ def test_tasks_retry_with_backoff_time_out_and_notify(retrain):
 
 def test_params_are_typed_documented_with_defaults(retrain):
     params = retrain.params
-    expected = {
-        "source": ("string", ""),
-        "snapshot_id": ("string", ""),
-        "n_trials": ("integer", 4),
-        "max_epochs": ("integer", 20),
-        "backbone": ("string", "efficientnetv2b0"),
-        "weights": ("string", "imagenet"),
-        "image_size": ("integer", 224),
-        "seed": ("integer", 42),
-        "fine_tune": ("boolean", False),
-        "dry_run": ("boolean", False),
-        "force_promote": ("boolean", False),
-        "force_reason": ("string", ""),
-    }
-    assert set(params) == set(expected)
-    for name, (kind, default) in expected.items():
+    assert set(params) == set(FORM)
+    for name, (kind, default) in FORM.items():
         param = params.get_param(name)
         assert param.schema["type"] == kind, name
         assert param.value == default, name
@@ -256,6 +257,12 @@ def _no_retries(dag, monkeypatch) -> None:
         monkeypatch.setattr(t, "retries", 0)
 
 
+def _conf(**values) -> dict:
+    """A complete run conf. In one process, Airflow writes a run's conf into the DAG's shared Param objects,
+    so a later ``dag.test()`` that left a param out would inherit the previous run's value."""
+    return {**{name: default for name, (_, default) in FORM.items()}, **values}
+
+
 def _states(dr) -> dict[str, list[str]]:
     states: dict[str, list[str]] = {}
     for ti in sorted(dr.get_task_instances(), key=lambda ti: (ti.task_id, ti.map_index)):
@@ -267,15 +274,15 @@ def _states(dr) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
-        ({"fine_tune": True}, "fine_tune=true is not supported"),
-        ({"force_promote": True, "force_reason": ""}, "force_promote=true needs a force_reason"),
+        (_conf(fine_tune=True), "fine_tune=true is not supported"),
+        (_conf(force_promote=True, force_reason=" "), "force_promote=true needs a force_reason"),
     ],
 )
 def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch, conf, message):
     _no_retries(retrain, monkeypatch)
     errors: list[BaseException] = []
     monkeypatch.setattr(retrain.get_task("gate"), "on_failure_callback", [lambda ctx: errors.append(ctx["exception"])])
-    day = 1 + len(conf)  # one run per case: dag.test reuses (and keeps the conf of) a run on the same date
+    day = 1 + conf["force_promote"]  # one run per case: dag.test reuses the run (and conf) of a logical date
     dr = retrain.test(logical_date=datetime(2026, 2, day, 4, tzinfo=UTC), run_conf=conf)
     states = _states(dr)
     assert dr.state == "failed"
@@ -315,7 +322,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     store, reg = open_store(env_settings.store_url), open_store(env_settings.registry_url)
     _no_retries(retrain, monkeypatch)
     export = generate_snapshot(tmp_path / "export", movies=3000, seed=5).out
-    tiny = {"backbone": "tiny", "weights": "none", "image_size": 48, "n_trials": 2, "max_epochs": 8}
+    tiny = _conf(backbone="tiny", weights="none", image_size=48, n_trials=2, max_epochs=8)
 
     def run(day: int, conf: dict):
         started = time.perf_counter()
