@@ -15,6 +15,9 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip sync -q --python $(BIN)/python requirements/lock.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	# test-only: the Lite0 parity test compares against PyTorch (pip takes the machine's local CPU wheel)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps efficientnet-lite-pytorch==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the locked dependencies and the project

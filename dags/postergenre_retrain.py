@@ -10,7 +10,8 @@ snapshot event; an event-triggered run goes on only if some event's drift severi
 3. **start**: records the run's configuration under ``runs/<run id>/`` (derived from the Airflow run id, so a
    cleared task rewrites the same outputs). **embed** (queue ``gpu``, GPU pool): backbone features, cached.
 4. **plan** -> **trial** (one mapped task per trial) -> **select**: random search over the heads.
-5. **train** -> **evaluate** -> **promote**, each mapped over ``genre-cnn`` and the 19 one-vs-all members:
+5. **train** -> **evaluate** -> **promote**, each mapped over ``genre-cnn`` and the one-vs-all members (all
+   genres of the dataset, or those in ``ova_genres``):
    every challenger is compared with its champion and the decision is written down; promotion moves the
    champion pointer only from the evaluated champion and is a no-op when repeated. ``dry_run`` trains and
    evaluates but never registers; ``force_promote`` (with ``force_reason``) promotes against the decision,
@@ -42,9 +43,11 @@ from postergenre.dag_support import (
     resolve_snapshot_id,
     retrain_trigger,
     run_actor,
+    select_targets,
     task_settings,
     trial_label,
 )
+from postergenre.genres import GENRES
 
 CRON = os.environ.get(RETRAIN_CRON_ENV, "0 4 * * 0")
 
@@ -68,35 +71,91 @@ PARAMS = {
             "ingested one. With a source, the id to ingest it under (empty: the run's date)."
         ),
     ),
-    "n_trials": Param(4, type="integer", minimum=1, title="Tuning trials",
-                      description="Random-search trials over the head (units 64..512, dropout on/off), run in "
-                                  "parallel as mapped tasks."),
-    "max_epochs": Param(20, type="integer", minimum=1, title="Max epochs",
-                        description="Epoch budget of every trial and final training (early stopping may end "
-                                    "sooner)."),
-    "backbone": Param("efficientnetv2b0", type="string", enum=list(BACKBONES), title="Backbone",
-                      description="Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, lite0 "
-                                  "(EfficientNet-Lite0, ImageNet weights from the postergenre[lite0] package), or "
-                                  "tiny (a small random CNN for tests and demos)."),
-    "weights": Param("imagenet", type="string", pattern=WEIGHTS_PATTERN, title="Backbone weights",
-                     description="imagenet (Keras download), none (random), or a path / file:// / s3:// URI of "
-                                 "a Keras .weights.h5 file."),
-    "image_size": Param(224, type="integer", minimum=32, maximum=1024, title="Image size",
-                        description="Posters are resized to image_size x image_size pixels."),
-    "seed": Param(42, type="integer", title="Seed",
-                  description="Seeds the label split, the trial plan and the training."),
-    "fine_tune": Param(False, type="boolean", title="Fine-tune the backbone",
-                       description="Not supported yet: the retrain only trains heads on a frozen backbone, and "
-                                   "a run with fine_tune=true fails at once rather than ignore it."),
-    "dry_run": Param(False, type="boolean", title="Dry run",
-                     description="Train and evaluate, write the decisions and the report, but register and "
-                                 "promote nothing."),
-    "force_promote": Param(False, type="boolean", title="Force promotion",
-                           description="Promote every trained model even where the decision says keep the "
-                                       "champion. Needs force_reason; recorded with the triggering user."),
-    "force_reason": Param("", type="string", title="Reason for forcing",
-                          description="Why the promotion is forced (required with force_promote); written to "
-                                      "each model's alias log."),
+    "n_trials": Param(
+        4,
+        type="integer",
+        minimum=1,
+        title="Tuning trials",
+        description="Random-search trials over the head (units 64..512, dropout on/off), one mapped task each.",
+    ),
+    "max_epochs": Param(
+        20,
+        type="integer",
+        minimum=1,
+        title="Max epochs",
+        description="Epoch budget of every trial and of the final training (early stopping may end sooner).",
+    ),
+    "backbone": Param(
+        "efficientnetv2b0",
+        type="string",
+        enum=list(BACKBONES),
+        title="Backbone",
+        description=(
+            "Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, lite0 (EfficientNet-Lite0, "
+            "ImageNet weights from the postergenre[lite0] package) or tiny (a small CNN for tests and demos)."
+        ),
+    ),
+    "weights": Param(
+        "imagenet",
+        type="string",
+        pattern=WEIGHTS_PATTERN,
+        title="Backbone weights",
+        description=(
+            "imagenet (Keras download), none (random), or a path / file:// / s3:// URI of a Keras .weights.h5 file."
+        ),
+    ),
+    "image_size": Param(
+        224,
+        type="integer",
+        minimum=32,
+        maximum=1024,
+        title="Image size",
+        description="Posters are resized to image_size x image_size pixels.",
+    ),
+    "seed": Param(
+        42, type="integer", title="Seed", description="Seeds the label split, the trial plan and the training."
+    ),
+    "ova_genres": Param(
+        [],
+        type="array",
+        items={"type": "string", "enum": list(GENRES)},
+        uniqueItems=True,
+        title="One-vs-all genres",
+        description=(
+            "Genres whose one-vs-all member is trained, evaluated and promoted (genre-cnn always is). "
+            "Empty: every genre in the dataset."
+        ),
+    ),
+    "fine_tune": Param(
+        False,
+        type="boolean",
+        title="Fine-tune the backbone",
+        description=(
+            "Not supported yet: the retrain trains heads on a frozen backbone, so a run with fine_tune=true "
+            "fails at once rather than ignore it."
+        ),
+    ),
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description="Train and evaluate, write the decisions and the report, but register and promote nothing.",
+    ),
+    "force_promote": Param(
+        False,
+        type="boolean",
+        title="Force promotion",
+        description=(
+            "Promote every trained model even where the decision is to keep the champion. Needs force_reason; "
+            "recorded in the alias log with the triggering user."
+        ),
+    ),
+    "force_reason": Param(
+        "",
+        type="string",
+        title="Reason for forcing",
+        description="Why the promotion is forced (required with force_promote); written to each alias log.",
+    ),
 }
 
 
@@ -208,10 +267,15 @@ def postergenre_retrain():
 
     @task
     def targets(retrain_id: str) -> list[str]:
-        """``genre-cnn`` and every genre of the dataset: what train, evaluate and promote fan out over."""
+        """``genre-cnn`` and the requested (default: every) genre of the dataset: what train, evaluate and
+        promote fan out over."""
         from postergenre.retrain import all_targets, load_run
 
-        return all_targets(load_run(retrain_id, task_settings()))
+        available = all_targets(load_run(retrain_id, task_settings()))
+        try:
+            return select_targets(available, get_current_context()["params"]["ova_genres"])
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     @task(map_index_template="{{ task.op_kwargs['target'] }}")
     def train(retrain_id: str, target: str) -> dict:

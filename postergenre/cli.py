@@ -467,10 +467,17 @@ def registry_rollback(
 
 @app.command()
 def demo(
-    movies: Annotated[int, typer.Option(help="Movies in each synthetic snapshot.")] = 1500,
+    movies: Annotated[int, typer.Option(help="Movies in the first synthetic snapshot.")] = 1500,
+    backbone: Annotated[
+        str, typer.Option(help="Backbone; lite0 has ImageNet weights that work offline.")
+    ] = "lite0",
+    train: Annotated[
+        bool, typer.Option(help="Also retrain, promote and predict (--no-train: data plane only).")
+    ] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """The main job on the embedded default: synthesise two snapshots, ingest, prepare labels, report drift."""
+    """The main job on the embedded default: two synthetic snapshots -> ingest -> labels -> drift -> tuning,
+    the CNN and 19 OvA members -> champion vs challenger -> registry -> a prediction."""
     from postergenre.pipeline import compute_drift, ingest_snapshot, prepare_dataset
     from postergenre.synth import generate_snapshot
 
@@ -492,6 +499,30 @@ def demo(
             )
         steps["prepare demo-2"] = prepare_dataset("demo-2")
         steps["drift demo-2"] = compute_drift("demo-2", baseline_id="demo-1")
+        if train:
+            from postergenre.retrain import RetrainConfig, run_retrain
+            from postergenre.serving import predict_posters
+
+            config = RetrainConfig(
+                snapshot_id="demo-2",
+                seed=settings.seed,
+                backbone=backbone,
+                weights="imagenet",
+                image_size=settings.image_size,
+                batch_size=settings.batch_size,
+                n_trials=2,
+                max_epochs=15,
+            )
+            # One run per configuration: a rerun resumes it (finished steps are skipped or rewritten identically).
+            run_id = f"demo-2-{backbone}-{settings.image_size}px"
+            steps["retrain"] = run_retrain(run_id, config, actor="postergenre demo")
+            from postergenre.datasets import load_labels
+            from postergenre.pipeline import data_store
+
+            labels = load_labels(data_store(settings), "demo-2", settings.seed)
+            movie_id = int(labels.loc[labels["split"] == "test", "movie_id"].iloc[0])  # a validated, unseen poster
+            poster = settings.home / "exports" / "demo-2" / "posters" / f"{movie_id}.jpg"
+            steps["predict"] = predict_posters([poster], model="genre-cnn", top_k=3)
         return steps
 
     def render(steps: dict) -> str:
@@ -507,6 +538,20 @@ def demo(
         p = steps["prepare demo-2"]
         lines.append(f"prepare demo-2: {p['movies']} movies, per class {p['per_class']} -> {p['uri']}")
         lines.append(render_text(steps["drift demo-2"]))
+        if "retrain" in steps:
+            r, rep = steps["retrain"], steps["retrain"]["report"]
+            lines.append(
+                f"retrain {r['run_id']}: {r['trials']} trials, best {r['best']['hp']}, {r['trained']} models; "
+                f"CNN test accuracy {rep['cnn_test_accuracy']:.3f}, macro-F1 {rep['cnn_test_macro_f1']:.3f} "
+                f"(chance {rep['chance']:.3f}); OvA argmax macro-F1 {rep.get('ova_argmax_test_macro_f1', 0):.3f}"
+            )
+            lines.append(
+                f"promoted: {', '.join(r['promoted']) or 'none'}; kept: {', '.join(r['kept']) or 'none'}"
+            )
+            lines.append(f"report: {rep['report_uri']}")
+            pred = steps["predict"]["predictions"][0]
+            top = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in pred["genres"])
+            lines.append(f"predict {pred['poster']} with genre-cnn {steps['predict']['version']}: {top}")
         return "\n".join(lines)
 
     _run(as_json, step, render)

@@ -11,7 +11,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "resolve_snapshot_id",
     "retrain_trigger",
     "run_actor",
+    "select_targets",
     "snapshot_id_param",
     "source_param",
     "task_settings",
@@ -227,6 +228,17 @@ def trial_label(trial: Mapping[str, Any]) -> str:
 def run_actor(dag_run: Any) -> str:
     """Who a promotion is attributed to: the user who triggered the run, else (scheduled runs) the run id."""
     return getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
+
+
+def select_targets(available: Sequence[str], ova_genres: Sequence[str]) -> list[str]:
+    """What a run trains: ``genre-cnn`` always (the report is built around it), plus the requested one-vs-all
+    genres, or every genre of the dataset when none is requested. Order follows ``available``."""
+    missing = [g for g in ova_genres if g not in available]
+    if missing:
+        raise ValueError(f"genre(s) {', '.join(missing)} not in this snapshot's dataset")
+    if not ova_genres:
+        return list(available)
+    return [t for t in available if t == CHAMPION_MODEL or t in ova_genres]
 
 
 def newest_snapshot_id(settings) -> str | None:

