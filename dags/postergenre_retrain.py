@@ -197,7 +197,10 @@ def postergenre_retrain():
         params, settings = context["params"], task_settings()
         if params["source"]:
             snapshot_id = resolve_snapshot_id(params["snapshot_id"], context)
-            ingested = ingest_snapshot(params["source"], snapshot_id=snapshot_id, settings=settings)
+            try:
+                ingested = ingest_snapshot(params["source"], snapshot_id=snapshot_id, settings=settings)
+            except ValueError as exc:  # a bad export or a conflicting id: retrying cannot fix it
+                raise AirflowFailException(f"cannot ingest {params['source']}: {exc}") from None
             return {"snapshot_id": ingested["snapshot_id"], "origin": "source", "ingest": ingested["status"]}
         origin, snapshot_id = "param", params["snapshot_id"]
         if not snapshot_id and trigger.get("snapshot_id"):

@@ -348,7 +348,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         checkpoint=checkpoint,
-        on_epoch=lambda epoch, logs: log.info("epoch", run_id=ctx.run_id, target=target, epoch=epoch, **logs),
+        on_epoch=lambda epoch, logs: log.info("epoch", run_id=ctx.run_id, model=target, epoch=epoch, **logs),
     )
     started = time.perf_counter()
     if target == CNN:

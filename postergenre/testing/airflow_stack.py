@@ -9,7 +9,8 @@ the trigger form's Params go through the real API. Components are started as sep
 (setsid), hence its own process group, and on exit every group is stopped as a whole: executor workers and task
 processes included.
 
-Nothing here imports airflow: it is all subprocesses and HTTP (urllib).
+Nothing here imports airflow: it is all subprocesses (psutil, an Airflow dependency, finds their children) and
+HTTP (urllib).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil  # an Airflow dependency
 
 from postergenre.airflow_env import (
     ADMIN_USER,
@@ -189,16 +192,24 @@ class AirflowStack:
             time.sleep(2)
 
     def stop(self) -> None:
-        """SIGTERM every component's process group, wait, then SIGKILL whatever is left of them."""
+        """SIGTERM every component's process group, wait, then SIGKILL what is left, task processes included:
+        the task supervisor starts each task in a session of its own, outside the component's group, and a
+        task killed in the middle of training ignores SIGTERM."""
         procs, self._procs = list(self._procs.values()), {}
+        tree = _descendants(procs)
         for proc in procs:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        tree.update(_descendants(procs))
         for proc in procs:
-            _signal_group(proc.pid, signal.SIGKILL)  # stragglers: executor workers, task processes
+            _signal_group(proc.pid, signal.SIGKILL)
+        for child in tree.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()  # psutil refuses if the pid was reused meanwhile
+        for proc in procs:
             proc.wait()
 
     def __enter__(self) -> AirflowStack:
@@ -368,6 +379,14 @@ class HTTPStatusError(AirflowStackError):
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
+
+
+def _descendants(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, psutil.Process]:
+    found: dict[int, psutil.Process] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.update((c.pid, c) for c in psutil.Process(proc.pid).children(recursive=True))
+    return found
 
 
 def _signal_group(pgid: int, sig: int) -> None:
