@@ -11,12 +11,15 @@ processes. The pure helpers (state summary, timing breakdown) are tested on thei
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from postergenre.testing.airflow_stack import format_timings, run_timings, summarise_states
+from postergenre.testing.airflow_stack import AirflowStack, format_timings, run_timings, summarise_states
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITOR, RETRAIN = "postergenre_monitor", "postergenre_retrain"
@@ -78,6 +81,30 @@ def test_timings_split_wall_time_into_task_time_and_gaps():
     assert all(task in text for task in ("a", "b", "c")) and "30.0 s" in text
 
 
+_STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_stop_kills_components_and_their_tasks_in_other_sessions(settings):
+    """Like a task supervisor's child: a grandchild in its own session that ignores SIGTERM."""
+    stack = AirflowStack(settings, REPO_ROOT, stop_timeout=0.5)
+    component = subprocess.Popen(
+        [sys.executable, "-c", _STUBBORN], stdout=subprocess.PIPE, start_new_session=True
+    )
+    task = psutil.Process(int(component.stdout.readline()))
+    stack._procs["stub"] = component  # white box: a component without starting Airflow
+    stack.stop()
+    assert component.returncode is not None
+    task_gone = not task.is_running() or task.status() == psutil.STATUS_ZOMBIE
+    assert task_gone
+
+
 # --------------------------------------------------------------------------------------------- the stack
 
 
@@ -91,7 +118,6 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     from postergenre.retrain import CNN, all_targets, registry_name, target_slug
     from postergenre.storage import open_store
     from postergenre.synth import generate_snapshot
-    from postergenre.testing.airflow_stack import AirflowStack
 
     suffix = secrets.token_hex(4)
     data_bucket, registry_bucket = f"e2e-data-{suffix}", f"e2e-registry-{suffix}"

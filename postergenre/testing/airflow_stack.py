@@ -211,6 +211,7 @@ class AirflowStack:
                 child.kill()  # psutil refuses if the pid was reused meanwhile
         for proc in procs:
             proc.wait()
+        psutil.wait_procs(list(tree.values()), timeout=5)
 
     def __enter__(self) -> AirflowStack:
         return self.start()
