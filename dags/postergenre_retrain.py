@@ -3,15 +3,18 @@
 Runs on the cron ``POSTERGENRE_RETRAIN_CRON`` (default Sundays 04:00 UTC) and whenever the monitor publishes a
 snapshot event; an event-triggered run goes on only if some event's drift severity is ``alert``.
 
-1. **gate** (short-circuit): refuses unsupported or incomplete requests (``fine_tune``, ``force_promote`` without
-   a reason) and skips event-triggered runs whose drift is not ``alert``.
+1. **gate** (short-circuit): refuses incomplete requests (``force_promote`` without a reason) and skips
+   event-triggered runs whose drift is not ``alert``.
 2. **resolve_inputs**: ingests ``source`` when given; otherwise picks ``snapshot_id``, the alerting event's
    snapshot, or the newest ingested one. **prepare**: the seeded label splits of that snapshot.
 3. **start**: records the run's configuration under ``runs/<run id>/`` (derived from the Airflow run id, so a
    cleared task rewrites the same outputs). **embed** (queue ``gpu``, GPU pool): backbone features, cached.
-4. **plan** -> **trial** (one mapped task per trial) -> **select**: random search over the heads.
-5. **train** -> **evaluate** -> **promote**, each mapped over ``genre-cnn`` and the one-vs-all members (all
-   genres of the dataset, or those in ``ova_genres``):
+4. **plan** -> **trial** (one mapped task per trial) -> **select**: random search over the heads, or Hyperband:
+   then **halving_<r>** promotes each bracket's best of round r-1 and **trial_round_<r>** trains round r with a
+   larger epoch budget (empty, so skipped, for random search and past a plan's last round).
+5. **train** -> **fine_tune** (queue ``gpu``; only when ``fine_tune`` is on: unfreezes the top backbone blocks of
+   ``genre-cnn`` and keeps the result only if it lowers the validation loss) -> **evaluate** -> **promote**, each
+   mapped over ``genre-cnn`` and the one-vs-all members (all genres of the dataset, or those in ``ova_genres``):
    every challenger is compared with its champion and the decision is written down; promotion moves the
    champion pointer only from the evaluated champion and is a no-op when repeated. ``dry_run`` trains and
    evaluates but never registers; ``force_promote`` (with ``force_reason``) promotes against the decision,
@@ -26,7 +29,15 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from postergenre.dag_support import (
@@ -35,6 +46,8 @@ from postergenre.dag_support import (
     RETRAIN_CRON_ENV,
     SNAPSHOT_ID_PATTERN,
     SNAPSHOTS_ASSET,
+    TUNING_METHODS,
+    TUNING_ROUNDS,
     WEIGHTS_PATTERN,
     PostergenreNotifier,
     check_retrain_params,
@@ -76,7 +89,20 @@ PARAMS = {
         type="integer",
         minimum=1,
         title="Tuning trials",
-        description="Random-search trials over the head (units 64..512, dropout on/off), one mapped task each.",
+        description=(
+            "Hyperparameter sets tried on the head (units 64..512, dropout on/off), one mapped task each. "
+            "Hyperband: the configurations of its first round; later rounds re-train the best with more epochs."
+        ),
+    ),
+    "tuning": Param(
+        "random",
+        type="string",
+        enum=list(TUNING_METHODS),
+        title="Tuning method",
+        description=(
+            "random: every trial gets max_epochs. hyperband: brackets of successive halving (factor 3, at most "
+            f"{TUNING_ROUNDS} rounds), each round a fan-out of its own."
+        ),
     ),
     "max_epochs": Param(
         20,
@@ -131,9 +157,24 @@ PARAMS = {
         type="boolean",
         title="Fine-tune the backbone",
         description=(
-            "Not supported yet: the retrain trains heads on a frozen backbone, so a run with fine_tune=true "
-            "fails at once rather than ignore it."
+            "After the heads, fine-tune genre-cnn from pixels with the top backbone blocks unfrozen (BatchNorm "
+            "frozen, low learning rate, on the gpu queue); kept only if it lowers the validation loss."
         ),
+    ),
+    "fine_tune_blocks": Param(
+        2,
+        type="integer",
+        minimum=1,
+        title="Fine-tune: top blocks",
+        description="How many of the backbone's top blocks are unfrozen when fine_tune is on.",
+    ),
+    "fine_tune_learning_rate": Param(
+        1e-5,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=0.01,
+        title="Fine-tune: learning rate",
+        description="Adam's learning rate for the fine-tune stage (low, so the pretrained features are kept).",
     ),
     "dry_run": Param(
         False,
@@ -236,7 +277,11 @@ def postergenre_retrain():
             weights=params["weights"],
             image_size=params["image_size"],
             n_trials=params["n_trials"],
+            tuning=params["tuning"],
             max_epochs=params["max_epochs"],
+            fine_tune=params["fine_tune"],
+            fine_tune_blocks=params["fine_tune_blocks"],
+            fine_tune_learning_rate=params["fine_tune_learning_rate"],
             dry_run=params["dry_run"],
         )
         started = start_run(context["run_id"], config, task_settings())
@@ -262,7 +307,14 @@ def postergenre_retrain():
         get_current_context()["trial_label"] = trial_label(trial)
         return trial_step(retrain_id, trial, task_settings())
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def halving(retrain_id: str, round_index: int) -> list[dict]:
+        """Hyperband's next round: each bracket's best trials of the previous round, with more epochs."""
+        from postergenre.retrain import round_step
+
+        return round_step(retrain_id, round_index, task_settings())
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def select(retrain_id: str) -> dict:
         from postergenre.retrain import select_step
 
@@ -285,6 +337,12 @@ def postergenre_retrain():
         from postergenre.retrain import train_step
 
         return train_step(retrain_id, target, task_settings())
+
+    @task(queue="gpu", pool=GPU_POOL)
+    def fine_tune(retrain_id: str) -> dict:
+        from postergenre.retrain import fine_tune_step
+
+        return fine_tune_step(retrain_id, task_settings())
 
     @task(map_index_template="{{ task.op_kwargs['target'] }}")
     def evaluate(retrain_id: str, target: str) -> dict:
@@ -319,6 +377,14 @@ def postergenre_retrain():
     embedded = embed(retrain_id)
     planned = plan(retrain_id)
     trials = trial.partial(retrain_id=retrain_id).expand(trial=planned)
+    for round_index in range(1, TUNING_ROUNDS):  # Hyperband's rounds; a round with no trials is skipped
+        promoted_trials = halving.override(task_id=f"halving_{round_index}")(retrain_id, round_index)
+        trials >> promoted_trials
+        trials = (
+            trial.override(task_id=f"trial_round_{round_index}", trigger_rule=TriggerRule.NONE_FAILED)
+            .partial(retrain_id=retrain_id)
+            .expand(trial=promoted_trials)
+        )
     selected = select(retrain_id)
     names = targets(retrain_id)
     trained = train.partial(retrain_id=retrain_id).expand(target=names)
@@ -326,7 +392,7 @@ def postergenre_retrain():
     promoted = promote.partial(retrain_id=retrain_id).expand(target=names)
     embedded >> planned
     trials >> selected >> names
-    trained >> evaluated >> promoted >> report(retrain_id)
+    trained >> fine_tune(retrain_id) >> evaluated >> promoted >> report(retrain_id)
 
 
 postergenre_retrain()

@@ -33,6 +33,21 @@ registry_app = typer.Typer(
 app.add_typer(registry_app, name="registry")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Tuning = Annotated[
+    str,
+    typer.Option(help="random, or hyperband (successive halving of the epoch budget, one pass per round)."),
+]
+FineTune = Annotated[
+    bool,
+    typer.Option(
+        "--fine-tune/--no-fine-tune",
+        help="After training, fine-tune genre-cnn with its top backbone blocks unfrozen (kept if val loss drops).",
+    ),
+]
+FineTuneBlocks = Annotated[int, typer.Option(min=1, help="Top backbone blocks unfrozen by --fine-tune.")]
+FineTuneLR = Annotated[
+    float, typer.Option("--fine-tune-lr", min=0.0, help="Adam learning rate of --fine-tune.")
+]
 
 
 @app.callback()
@@ -201,8 +216,10 @@ def tune(
     run_id: Annotated[
         str, typer.Option(help="Run id (outputs go to runs/<id>/; reruns skip finished trials).")
     ],
-    trials: Annotated[int, typer.Option(help="Number of trials (random search).")] = 4,
-    tuning: Annotated[str, typer.Option(help="random or hyperband.")] = "random",
+    trials: Annotated[
+        int, typer.Option(help="Random search: trials. Hyperband: configurations sampled for round 0.")
+    ] = 4,
+    tuning: Tuning = "random",
     backbone: Annotated[str, typer.Option(help="efficientnetv2b0, resnet50 or tiny.")] = "efficientnetv2b0",
     weights: Annotated[str, typer.Option(help="imagenet, none, or a .weights.h5 path / URI.")] = "imagenet",
     image_size: Annotated[int | None, typer.Option(help="Poster size (default: settings).")] = None,
@@ -210,10 +227,20 @@ def tune(
         int, typer.Option(help="Epoch budget per model (early stopping, patience 3).")
     ] = 20,
     seed: Annotated[int | None, typer.Option(help="Dataset seed (default: settings).")] = None,
+    fine_tune: FineTune = False,
+    fine_tune_blocks: FineTuneBlocks = 2,
+    fine_tune_lr: FineTuneLR = 1e-5,
     as_json: JsonFlag = False,
 ) -> None:
     """Start a run: embed the posters once, then run the planned trials and select the best."""
-    from postergenre.retrain import RetrainConfig, embed_step, plan_step, select_step, start_run, trial_step
+    from postergenre.retrain import (
+        RetrainConfig,
+        embed_step,
+        planned_trials,
+        run_tuning,
+        select_step,
+        start_run,
+    )
 
     def step():
         settings = get_settings()
@@ -227,16 +254,15 @@ def tune(
             n_trials=trials,
             tuning=tuning,
             max_epochs=max_epochs,
+            fine_tune=fine_tune,
+            fine_tune_blocks=fine_tune_blocks,
+            fine_tune_learning_rate=fine_tune_lr,
         )
         run = start_run(run_id, config)["run_id"]
         embedded = embed_step(run)
         progress = _progress()
-        plan = plan_step(run)
-        results = []
-        with progress.task("tuning trials", len(plan)) as advance:
-            for trial in plan:
-                results.append(trial_step(run, trial))
-                advance(1)
+        with progress.task("tuning trials", planned_trials(run)) as advance:
+            results = run_tuning(run, on_trial=lambda _: advance(1))
         return {
             "run_id": run,
             "feature_key": embedded["feature_key"],
@@ -253,8 +279,9 @@ def train(
     target: Target = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train the multi-class CNN and/or OvA members with the run's best hyperparameters (resumes checkpoints)."""
-    from postergenre.retrain import train_step
+    """Train the multi-class CNN and/or OvA members with the run's best hyperparameters (resumes checkpoints);
+    then the fine-tune stage of genre-cnn when the run was started with --fine-tune."""
+    from postergenre.retrain import CNN, fine_tune_step, train_step
 
     def step():
         targets = _targets(run_id, target)
@@ -263,7 +290,8 @@ def train(
             for name in targets:
                 out.append(train_step(run_id, name))
                 advance(1)
-        return {"run_id": run_id, "trained": out}
+        fine_tuned = fine_tune_step(run_id) if CNN in targets else None
+        return {"run_id": run_id, "trained": out, "fine_tune": fine_tuned}
 
     _run(as_json, step)
 
@@ -320,10 +348,14 @@ def run_cmd(
         str | None, typer.Option(help="Run id (default: derived from the snapshot and time).")
     ] = None,
     trials: Annotated[int, typer.Option(help="Tuning trials.")] = 4,
+    tuning: Tuning = "random",
     backbone: Annotated[str, typer.Option(help="efficientnetv2b0, resnet50 or tiny.")] = "efficientnetv2b0",
     weights: Annotated[str, typer.Option(help="imagenet, none, or a .weights.h5 path / URI.")] = "imagenet",
     image_size: Annotated[int | None, typer.Option(help="Poster size (default: settings).")] = None,
     max_epochs: Annotated[int, typer.Option(help="Epoch budget per model.")] = 20,
+    fine_tune: FineTune = False,
+    fine_tune_blocks: FineTuneBlocks = 2,
+    fine_tune_lr: FineTuneLR = 1e-5,
     target: Target = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -349,7 +381,11 @@ def run_cmd(
             image_size=image_size or settings.image_size,
             batch_size=settings.batch_size,
             n_trials=trials,
+            tuning=tuning,
             max_epochs=max_epochs,
+            fine_tune=fine_tune,
+            fine_tune_blocks=fine_tune_blocks,
+            fine_tune_learning_rate=fine_tune_lr,
         )
         rid = run_id or f"{snapshot_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
         return run_retrain(rid, config, targets=target or None)
@@ -520,7 +556,9 @@ def demo(
             from postergenre.pipeline import data_store
 
             labels = load_labels(data_store(settings), "demo-2", settings.seed)
-            movie_id = int(labels.loc[labels["split"] == "test", "movie_id"].iloc[0])  # a validated, unseen poster
+            movie_id = int(
+                labels.loc[labels["split"] == "test", "movie_id"].iloc[0]
+            )  # a validated, unseen poster
             poster = settings.home / "exports" / "demo-2" / "posters" / f"{movie_id}.jpg"
             steps["predict"] = predict_posters([poster], model="genre-cnn", top_k=3)
         return steps

@@ -185,17 +185,16 @@ def drift_summary(result: Mapping[str, Any], kind: str) -> dict[str, Any]:
 RETRAIN_CRON_ENV = "POSTERGENRE_RETRAIN_CRON"
 BACKBONES = ("efficientnetv2b0", "resnet50", "lite0", "tiny")
 """``postergenre.models.BACKBONES``, repeated here so that parsing the DAG does not import Keras."""
+TUNING_METHODS = ("random", "hyperband")
+"""``postergenre.tuning.METHODS`` (kept in sync by a test), so that parsing the DAG does not import keras-tuner."""
+TUNING_ROUNDS = 4
+"""``postergenre.tuning.MAX_ROUNDS``: the DAG wires one trial fan-out per possible Hyperband round."""
 WEIGHTS_PATTERN = r"^(imagenet|none|\S+\.weights\.h5)$"
 ALERT = "alert"
 
 
 def check_retrain_params(params: Mapping[str, Any]) -> None:
     """Refuse, before any work, what the trigger form allows but the run cannot honour (ValueError)."""
-    if params.get("fine_tune"):
-        raise ValueError(
-            "fine_tune=true is not supported: the retrain has no fine-tuning stage yet (it trains heads on a "
-            "frozen backbone); trigger again with fine_tune=false"
-        )
     if params.get("force_promote") and not str(params.get("force_reason") or "").strip():
         raise ValueError("force_promote=true needs a force_reason: it is recorded in the registry's alias log")
 
@@ -218,11 +217,16 @@ def retrain_trigger(run_type: str, events: Iterable[Any]) -> dict[str, Any] | No
 
 
 def trial_label(trial: Mapping[str, Any]) -> str:
-    """What the UI shows for one mapped trial, e.g. ``t003 units=256 dropout``."""
+    """What the UI shows for one mapped trial, e.g. ``t003 units=256 dropout`` (Hyperband adds the bracket,
+    round and epoch budget: ``t012 units=64 no-dropout b0r1 3ep``)."""
     hp = trial.get("hp")
     if not hp:
-        return f"{trial['trial_id']} (hp from the previous round)"
-    return f"{trial['trial_id']} units={hp['units']} {'dropout' if hp['dropout'] else 'no-dropout'}"
+        label = f"{trial['trial_id']} (hp from the previous round)"
+    else:
+        label = f"{trial['trial_id']} units={hp['units']} {'dropout' if hp['dropout'] else 'no-dropout'}"
+    if "bracket" in trial:
+        label += f" b{trial['bracket']}r{trial['round']} {trial['epochs']}ep"
+    return label
 
 
 def run_actor(dag_run: Any) -> str:

@@ -276,7 +276,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         {"classes": [K genre names],
          "cnn": {"train": multiclass_metrics, "val": ..., "test": ...},   # Table 1; Table 2 uses "test"
          "ova_members": {genre: binary_metrics},                          # Table 3 (test split)
-         "ova": ova_ensemble_metrics}                                     # Table 4 with cnn["test"]
+         "ova": ova_ensemble_metrics,                                     # Table 4 with cnn["test"]
+         "fine_tune": fine-tune outcome (optional)}
     """
     classes = list(report["classes"])
     cnn = report.get("cnn") or {}
@@ -316,6 +317,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"OvA multi-label: micro-F1 {ml['micro_f1']:.3f}, subset accuracy {ml['subset_accuracy']:.3f}, "
             f"{ml['mean_labels_per_poster']:.2f} labels per poster, {ml['no_label_rate']:.1%} with none.",
+            "",
+        ]
+    tuned = report.get("fine_tune")
+    if tuned:
+        verdict = "kept: genre-cnn above is the fine-tuned model" if tuned["fine_tuned"] else "not kept"
+        out += [
+            "## Fine-tune stage (genre-cnn)",
+            "",
+            f"Top {tuned['top_blocks']} backbone block(s) unfrozen at learning rate {tuned['learning_rate']:g}: "
+            f"validation loss {tuned['val_loss_before']:.4f} -> {tuned['val_loss']:.4f} after "
+            f"{tuned['epochs_run']} epoch(s), {verdict}.",
             "",
         ]
     return "\n".join(out)

@@ -46,16 +46,18 @@ def _tiny(image_size: int, seed: int) -> keras.Model:
     inputs = keras.Input((image_size, image_size, 3), name="poster")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for i, filters in enumerate((8, 16, 32)):
+        block = f"block{i + 1}"  # named like the Keras applications' blocks, for finetune.unfreeze_top
         x = keras.layers.Conv2D(
             filters,
             3,
             padding="same",
             use_bias=False,
             kernel_initializer=keras.initializers.HeNormal(seed + i),
+            name=f"{block}_conv",
         )(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.ReLU()(x)
-        x = keras.layers.MaxPooling2D()(x)
+        x = keras.layers.BatchNormalization(name=f"{block}_bn")(x)
+        x = keras.layers.ReLU(name=f"{block}_relu")(x)
+        x = keras.layers.MaxPooling2D(name=f"{block}_pool")(x)
     outputs = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, outputs, name="tiny")
 

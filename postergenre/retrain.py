@@ -3,8 +3,8 @@
 A run is identified by ``run_id`` and keeps everything under ``runs/<run_id>/`` in the data store, so each step
 can run in another process (an Airflow task on another worker) and a re-run of a step rewrites the same outputs:
 
-    start -> embed -> plan -> trial x N -> select -> train (genre-cnn and 19 OvA members) -> evaluate -> promote
-    -> report
+    start -> embed -> plan -> trial x N (Hyperband: one fan-out per round) -> select -> train (genre-cnn and
+    19 OvA members) -> [fine_tune genre-cnn] -> evaluate -> promote -> report
 
 Every step returns a small JSON-able dict (ids, URIs, metrics), never arrays.
 """
@@ -47,6 +47,7 @@ from postergenre.storage import NotFound, ObjectStore, open_store
 log = get_logger(__name__)
 
 CNN = "genre-cnn"
+FINE_TUNE = "fine_tune.json"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class RetrainConfig:
     n_trials: int = 4
     tuning: str = "random"
     max_epochs: int = 20
+    fine_tune: bool = False
+    fine_tune_blocks: int = 2
+    fine_tune_learning_rate: float = 1e-5
     dry_run: bool = False
 
     @classmethod
@@ -260,18 +264,75 @@ def _binary_data(ctx: RunContext, genre: str, features=None):
 
 
 def plan_step(run_id: str, settings: Settings | None = None) -> list[dict]:
-    """Sample the run's trials up front (reproducible from the seed) so they can fan out as parallel tasks."""
-    from postergenre.tuning import plan_trials
+    """Sample the run's trials up front (reproducible from the seed); returns round 0, the first fan-out.
+
+    Random search has only round 0. Hyperband's later rounds get their hyperparameters from ``round_step``.
+    """
+    from postergenre.tuning import next_round, plan_trials
 
     ctx = load_run(run_id, settings)
     cfg = ctx.config
-    if cfg.tuning != "random":
-        # Hyperband's later rounds depend on earlier results (tuning.promote): that needs one fan-out per round,
-        # which the retrain does not orchestrate yet. Refuse rather than silently run something else.
-        raise ValueError(f"tuning={cfg.tuning!r} is not supported by the retrain run yet; use 'random'")
     trials = plan_trials(cfg.n_trials, cfg.seed, method=cfg.tuning, max_epochs=cfg.max_epochs)
     ctx.store.put_json(ctx.key("plan.json"), trials)
+    return next_round(trials, [], 0)
+
+
+def _trial_results(ctx: RunContext, trials: list[dict]) -> tuple[list[dict], list[str]]:
+    """Stored results of ``trials`` and the ids of those without one."""
+    results, missing = [], []
+    for trial in trials:
+        try:
+            results.append(ctx.store.get_json(ctx.key("trials", f"{trial['trial_id']}.json")))
+        except NotFound:
+            missing.append(trial["trial_id"])
+    return results, missing
+
+
+def round_step(run_id: str, round_index: int, settings: Settings | None = None) -> list[dict]:
+    """The trials of successive-halving round ``round_index`` (>= 1), each with the hyperparameters promoted
+    from the previous round of its Hyperband bracket; empty for random search or past the last round."""
+    from postergenre.tuning import next_round, round_of
+
+    if round_index < 1:
+        raise ValueError("round 0 is planned by plan_step")
+    ctx = load_run(run_id, settings)
+    plan = ctx.store.get_json(ctx.key("plan.json"))
+    if not any(round_of(t) == round_index for t in plan):
+        return []
+    results, missing = _trial_results(ctx, [t for t in plan if round_of(t) == round_index - 1])
+    if missing:
+        raise RuntimeError(
+            f"run {ctx.run_id}: round {round_index - 1} trials {', '.join(missing)} have no result"
+        )
+    trials = next_round(plan, results, round_index)
+    ctx.store.put_json(ctx.key("rounds", f"{round_index}.json"), trials)
     return trials
+
+
+def planned_trials(run_id: str, settings: Settings | None = None) -> int:
+    """How many trials the run's search trains in all rounds (plans it when not planned yet)."""
+    ctx = load_run(run_id, settings)
+    try:
+        return len(ctx.store.get_json(ctx.key("plan.json")))
+    except NotFound:
+        plan_step(run_id, settings)
+        return len(ctx.store.get_json(ctx.key("plan.json")))
+
+
+def run_tuning(run_id: str, settings: Settings | None = None, on_trial=None) -> list[dict]:
+    """Every round of the run's search in-process (what the DAG fans out); ``on_trial(result)`` after each."""
+    from postergenre.tuning import MAX_ROUNDS
+
+    results = []
+    for round_index in range(MAX_ROUNDS):
+        trials = (
+            plan_step(run_id, settings) if round_index == 0 else round_step(run_id, round_index, settings)
+        )
+        for trial in trials:
+            results.append(trial_step(run_id, trial, settings))
+            if on_trial is not None:
+                on_trial(results[-1])
+    return results
 
 
 def trial_step(run_id: str, trial: dict, settings: Settings | None = None) -> dict:
@@ -295,13 +356,7 @@ def select_step(run_id: str, settings: Settings | None = None) -> dict:
     from postergenre.tuning import select_best
 
     ctx = load_run(run_id, settings)
-    plan = ctx.store.get_json(ctx.key("plan.json"))
-    results, missing = [], []
-    for trial in plan:
-        try:
-            results.append(ctx.store.get_json(ctx.key("trials", f"{trial['trial_id']}.json")))
-        except NotFound:
-            missing.append(trial["trial_id"])
+    results, missing = _trial_results(ctx, ctx.store.get_json(ctx.key("plan.json")))
     if missing:
         raise RuntimeError(f"run {ctx.run_id}: trials {', '.join(missing)} have no result yet")
     best = select_best(results)
@@ -391,9 +446,16 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
         cfg.backbone, weights=_local_weights(ctx), image_size=cfg.image_size, seed=cfg.seed
     )
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = Path(tmp) / "model.keras"
+        model_path, head_path = Path(tmp) / "model.keras", Path(tmp) / "head.keras"
         _save_keras(build_classifier(backbone, head), model_path)
-        ctx.store.upload_files([(model_path, ctx.key("candidates", slug, "model.keras"))])
+        _save_keras(head, head_path)  # the fine-tune stage always starts from this trained head
+        ctx.store.upload_files(
+            [
+                (model_path, ctx.key("candidates", slug, "model.keras")),
+                (head_path, ctx.key("candidates", slug, "head.keras")),
+            ]
+        )
+    ctx.store.delete(ctx.key("candidates", slug, FINE_TUNE))  # a fine-tune of the previous candidate is stale
     candidate = {
         "target": target,
         "hp": hp,
@@ -422,6 +484,114 @@ def _splits(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "val": (data.x_val, data.y_val),
         "test": (data.x_test, data.y_test),
     }
+
+
+# ------------------------------------------------------------------------------------------------ fine-tune
+
+
+def _poster_datasets(
+    ctx: RunContext, classes: list[str]
+) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per split, an in-order tf.data of (poster, one-hot genre) plus a shuffled ``"fit"`` set of the train
+    split; the movie ids each in-order set yields (undecodable posters left out) and their class indices."""
+    from postergenre.images import make_dataset
+    from postergenre.labels import one_hot
+
+    cfg = ctx.config
+    labels = load_labels(ctx.store, cfg.snapshot_id, cfg.seed)
+    targets = one_hot(labels["genre"].astype(str), classes).astype(np.float32)
+    all_ids = labels["movie_id"].to_numpy(np.int64)
+    paths = _poster_paths(ctx, all_ids)
+    splits = labels["split"].astype(str).to_numpy()
+    datasets, ids, truth = {}, {}, {}
+    for split, shuffle in (*((s, None) for s in SPLITS), ("fit", cfg.seed)):
+        rows = np.flatnonzero(splits == ("train" if split == "fit" else split))
+        datasets[split], stats = make_dataset(
+            [paths[int(i)] for i in all_ids[rows]],
+            targets[rows],
+            image_size=cfg.image_size,
+            batch_size=cfg.batch_size,
+            shuffle_seed=shuffle,
+        )
+        ids[split] = all_ids[rows][stats.kept_mask()]
+        truth[split] = np.argmax(targets[rows][stats.kept_mask()], axis=1)
+    return datasets, ids, truth
+
+
+def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
+    """The optional fine-tune stage of ``genre-cnn`` (``config.fine_tune``), on pixels, from its trained head.
+
+    The top ``fine_tune_blocks`` backbone blocks (BatchNorm frozen) and the head train at a low learning rate;
+    the candidate (model, metrics, predictions) is replaced only when that lowers the validation loss, and the
+    outcome is stored either way. A re-run returns the stored outcome; re-training the candidate clears it.
+    """
+    import keras
+
+    from postergenre.finetune import fine_tune
+    from postergenre.models import build_backbone, build_classifier
+
+    ctx = load_run(run_id, settings)
+    cfg = ctx.config
+    if not cfg.fine_tune:
+        return {"run_id": ctx.run_id, "fine_tuned": False, "reason": "fine_tune is off for this run"}
+    result_key = ctx.key("candidates", CNN, FINE_TUNE)
+    try:
+        return ctx.store.get_json(result_key)
+    except NotFound:
+        pass
+    classes = _classes(ctx)
+    datasets, ids, truth = _poster_datasets(ctx, classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        head_path = Path(tmp) / "head.keras"
+        ctx.store.download_file(ctx.key("candidates", CNN, "head.keras"), head_path)
+        head = keras.models.load_model(head_path, compile=False)
+        backbone = build_backbone(
+            cfg.backbone, weights=_local_weights(ctx), image_size=cfg.image_size, seed=cfg.seed
+        )
+        model, summary = fine_tune(
+            build_classifier(backbone, head),
+            datasets["fit"],
+            datasets["val"],
+            kind="multiclass",
+            top_blocks=cfg.fine_tune_blocks,
+            learning_rate=cfg.fine_tune_learning_rate,
+            max_epochs=cfg.max_epochs,
+            seed=cfg.seed,
+            on_epoch=lambda epoch, logs: log.info("fine-tune epoch", run_id=ctx.run_id, epoch=epoch, **logs),
+        )
+        summary["train_posters_per_second"] = round(
+            len(ids["train"]) * summary["epochs_run"] / summary["seconds"], 1
+        )
+        if summary["pays"]:
+            probabilities = {split: model.predict(datasets[split], verbose=0) for split in SPLITS}
+            candidate = ctx.store.get_json(ctx.key("candidates", CNN, "candidate.json"))
+            candidate["metrics"] = {
+                split: multiclass_metrics(truth[split], probabilities[split], classes) for split in SPLITS
+            }
+            model_path = Path(tmp) / "model.keras"
+            _save_keras(model, model_path)
+            ctx.store.upload_files([(model_path, ctx.key("candidates", CNN, "model.keras"))])
+            ctx.store.put_bytes(
+                ctx.key("candidates", CNN, "predictions.npz"),
+                _npz_bytes(
+                    val_ids=ids["val"],
+                    val=probabilities["val"],
+                    test_ids=ids["test"],
+                    test=probabilities["test"],
+                ),
+            )
+            candidate["fine_tune"] = {k: v for k, v in summary.items() if k != "history"}
+            ctx.store.put_json(ctx.key("candidates", CNN, "candidate.json"), candidate)
+    result = {"run_id": ctx.run_id, "fine_tuned": summary["pays"], **summary}
+    ctx.store.put_json(result_key, result)  # last: a crash before it re-runs the stage from the same head
+    log.info(
+        "fine-tune finished",
+        run_id=ctx.run_id,
+        pays=summary["pays"],
+        val_loss=summary["val_loss"],
+        val_loss_before=summary["val_loss_before"],
+    )
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
@@ -481,7 +651,9 @@ def _champion_scores(ctx: RunContext, name: str, champion: dict, ids: np.ndarray
     )
     model = keras.models.load_model(local / "model.keras", compile=False)
     lineage = registry.show_version(ctx.registry_store, name, champion["version"])["lineage"]
-    same_features = lineage.get("lineage", lineage).get("feature_key") == _feature_key(ctx)
+    lineage = lineage.get("lineage", lineage)
+    # A fine-tuned champion's backbone is its own: the cached features are not its features.
+    same_features = lineage.get("feature_key") == _feature_key(ctx) and not lineage.get("fine_tuned")
     if same_features:
         return _predict_head_on_features(model, ctx, ids)
     return _predict_posters(model, ctx, ids)
@@ -603,9 +775,15 @@ def promote_step(
         "weights_id": features_key.split("/")[4],  # "imagenet", "none" or the sha256 of the weights file
         "code_version": postergenre.__version__,
         "packages": _package_versions(),
-        "timings": {"train_seconds": candidate["seconds"]},
+        "timings": {
+            "train_seconds": candidate["seconds"],
+            "fine_tune_seconds": candidate.get("fine_tune", {}).get("seconds", 0.0),
+        },
         "training": candidate["training"],
+        "fine_tuned": "fine_tune" in candidate,
     }
+    if "fine_tune" in candidate:
+        lineage["fine_tune"] = candidate["fine_tune"]
     version = registry.run_version_id(ctx.run_id)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.keras"
@@ -687,6 +865,11 @@ def report_step(run_id: str, settings: Settings | None = None) -> dict:
         decision = ctx.store.get_json(info)
         decisions[decision["model"]] = {"promote": decision["promote"], "reason": decision["reason"]}
     report["decisions"] = decisions
+    try:
+        tuned = ctx.store.get_json(ctx.key("candidates", CNN, FINE_TUNE))
+        report["fine_tune"] = {k: v for k, v in tuned.items() if k != "history"}
+    except NotFound:
+        pass
     report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     markdown = render_markdown(report)
     ctx.store.put_json(ctx.key("report.json"), report)
@@ -699,6 +882,7 @@ def report_step(run_id: str, settings: Settings | None = None) -> dict:
         "chance": chance,
         "report_uri": f"{ctx.store.url.rstrip('/')}/{ctx.key('report.md')}",
         "promoted": sorted(m for m, d in decisions.items() if d["promote"]),
+        "fine_tuned": bool(report.get("fine_tune", {}).get("fine_tuned")),
     }
     if "ova" in report:
         summary["ova_argmax_test_macro_f1"] = report["ova"]["argmax"]["macro_f1"]
@@ -726,11 +910,12 @@ def run_retrain(
     run = start_run(run_id, config, settings)
     run_id = run["run_id"]
     embedded = embed_step(run_id, settings)
-    trials = [trial_step(run_id, t, settings) for t in plan_step(run_id, settings)]
+    trials = run_tuning(run_id, settings)
     best = select_step(run_id, settings)
     ctx = load_run(run_id, settings)
     targets = targets or all_targets(ctx)
     trained = [train_step(run_id, t, settings) for t in targets]
+    fine_tuned = fine_tune_step(run_id, settings) if CNN in targets else None
     decisions = [evaluate_step(run_id, t, settings) for t in targets]
     promoted = [promote_step(run_id, t, actor=actor, settings=settings) for t in targets]
     report = report_step(run_id, settings)
@@ -740,6 +925,7 @@ def run_retrain(
         "trials": len(trials),
         "best": best,
         "trained": len(trained),
+        "fine_tuned": bool(fine_tuned and fine_tuned["fine_tuned"]),
         "promoted": [p["model"] for p in promoted if p["promoted"]],
         "kept": [d["model"] for d in decisions if not d["promote"]],
         "report": report,

@@ -25,6 +25,8 @@ from postergenre.training import HeadData, fit_head
 
 log = get_logger(__name__)
 METHODS = ("random", "hyperband")
+MAX_ROUNDS = 4
+"""Successive-halving rounds a planned Hyperband bracket may have; the retrain DAG wires this many trial fan-outs."""
 _MAX_DRAWS = 1000  # redraws to find an unseen point; missing one of 16 in 1000 draws has probability ~1e-28
 
 
@@ -56,18 +58,20 @@ def _sample(space: keras_tuner.HyperParameters, n: int, rng: random.Random) -> l
     return points
 
 
-def hyperband_schedule(max_epochs: int, factor: int = 3) -> list[list[dict]]:
+def hyperband_schedule(max_epochs: int, factor: int = 3, max_rounds: int | None = None) -> list[list[dict]]:
     """Hyperband's brackets (Li et al. 2018, Algorithm 1) for a maximum budget ``R = max_epochs``, ``eta = factor``.
 
     Bracket ``s`` (from ``s_max = floor(log_eta R)`` down to 0) starts ``n = ceil((s_max+1)/(s+1) * eta^s)``
     configurations at ``r = R * eta^-s`` epochs; round ``i`` keeps ``floor(n * eta^-i)`` of them at
     ``r * eta^i`` epochs (rounded up to whole epochs). Returns, per bracket, its rounds as
-    ``{"configs": n_i, "epochs": r_i}``.
+    ``{"configs": n_i, "epochs": r_i}``. ``max_rounds`` caps ``s_max + 1`` (the longest bracket's rounds).
     """
     if max_epochs < 1 or factor < 2:
         raise ValueError("hyperband needs max_epochs >= 1 and factor >= 2")
+    if max_rounds is not None and max_rounds < 1:
+        raise ValueError("max_rounds must be >= 1")
     s_max = 0
-    while factor ** (s_max + 1) <= max_epochs:
+    while factor ** (s_max + 1) <= max_epochs and (max_rounds is None or s_max + 1 < max_rounds):
         s_max += 1
     brackets = []
     for s in range(s_max, -1, -1):
@@ -79,7 +83,13 @@ def hyperband_schedule(max_epochs: int, factor: int = 3) -> list[list[dict]]:
 
 
 def plan_trials(
-    n: int, seed: int, *, method: str = "random", max_epochs: int = 20, factor: int = 3
+    n: int,
+    seed: int,
+    *,
+    method: str = "random",
+    max_epochs: int = 20,
+    factor: int = 3,
+    max_rounds: int = MAX_ROUNDS,
 ) -> list[dict]:
     """Every trial's hyperparameters and epoch budget, fixed up front from ``seed`` (same seed, same plan).
 
@@ -87,12 +97,13 @@ def plan_trials(
     (16 points) lasts.
 
     ``hyperband``: ``n`` is the number of configurations sampled. They fill Hyperband's brackets
-    (``hyperband_schedule``) in order, repeating the brackets as further Hyperband iterations; the last bracket
-    may be cut short, and then each of its rounds keeps ``max(1, m // factor**i)`` of its ``m`` configurations.
+    (``hyperband_schedule``, at most ``max_rounds`` rounds each) in order, repeating the brackets as further
+    Hyperband iterations; the last bracket may be cut short, and then each of its rounds keeps ``max(1, m // factor**i)`` of its ``m`` configurations.
     Simplification, to keep every trial an independent task: each round of a bracket is its own set of trials
     (with ``"bracket"`` and ``"round"`` keys and that round's epoch budget) that trains from scratch. Only round
     0 has its hyperparameters; later rounds have ``"hp": None`` until the caller's select step fills them with
-    ``promote`` from the previous round's results (successive halving done by the orchestrator).
+    ``promote`` (or ``next_round``) from the previous round's results (successive halving done by the
+    orchestrator, one fan-out per round).
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -104,7 +115,7 @@ def plan_trials(
     if method == "random":
         points = _sample(search_space(), n, rng)
         return [{"trial_id": f"t{i:03d}", "hp": hp, "epochs": max_epochs} for i, hp in enumerate(points)]
-    schedule = hyperband_schedule(max_epochs, factor)
+    schedule = hyperband_schedule(max_epochs, factor, max_rounds)
     points = iter(_sample(search_space(), n, rng))
     trials: list[dict] = []
     left, bracket = n, 0
@@ -156,6 +167,23 @@ def promote(plan: Sequence[dict], results: Sequence[dict], *, bracket: int, roun
         raise ValueError(f"round {round_index} of bracket {bracket} is not finished: {', '.join(missing)}")
     ranked = sorted((by_id[t["trial_id"]] for t in this_round), key=_rank)
     return [{**t, "hp": dict(r["hp"])} for t, r in zip(next_round, ranked, strict=False)]
+
+
+def round_of(trial: dict) -> int:
+    """The successive-halving round a planned trial belongs to (random-search trials are all round 0)."""
+    return int(trial.get("round", 0))
+
+
+def next_round(plan: Sequence[dict], results: Sequence[dict], round_index: int) -> list[dict]:
+    """Every trial of round ``round_index`` with its hyperparameters, across all brackets.
+
+    Round 0 is planned up front; a later round promotes the best of the previous round of each bracket that has
+    one (``promote``). Empty when no bracket reaches ``round_index`` (always so for random search).
+    """
+    if round_index == 0:
+        return [dict(t) for t in plan if round_of(t) == 0]
+    brackets = sorted({t["bracket"] for t in plan if round_of(t) == round_index})
+    return [t for b in brackets for t in promote(plan, results, bracket=b, round_index=round_index - 1)]
 
 
 def run_trial(

@@ -62,3 +62,20 @@ def test_predict_without_champion_is_a_clear_error(cli, tmp_path):
     Image.new("RGB", (20, 30)).save(poster)
     result = cli.invoke(app, ["predict", str(poster)])
     assert result.exit_code == 2 and "no genre-cnn champion" in result.stderr
+
+
+@pytest.mark.slow
+def test_model_plane_commands_tune_with_hyperband_and_fine_tune(cli, tmp_path):
+    _json(cli.invoke(app, ["synth", str(tmp_path / "e"), "--movies", "800", "--seed", "3", "--json"]))
+    _json(cli.invoke(app, ["ingest", str(tmp_path / "e"), "--snapshot", "s", "--json"]))
+    _json(cli.invoke(app, ["prepare", "s", "--json"]))
+    tuned = _json(cli.invoke(app, ["tune", "s", "--run-id", "r1", "--tuning", "hyperband", "--trials", "2",
+                                   "--max-epochs", "3", "--backbone", "tiny", "--weights", "none", "--image-size",
+                                   "32", "--fine-tune", "--fine-tune-blocks", "1", "--fine-tune-lr", "0.001",
+                                   "--json"]))
+    # R = 3, eta = 3: two configurations for 1 epoch, then the better one for 3.
+    assert [t["trial_id"] for t in tuned["trials"]] == ["t000", "t001", "t002"]
+    assert tuned["trials"][2]["hp"] == min(tuned["trials"][:2], key=lambda t: t["val_loss"])["hp"]
+    trained = _json(cli.invoke(app, ["train", "r1", "--target", "genre-cnn", "--json"]))
+    outcome = trained["fine_tune"]
+    assert outcome["top_blocks"] == 1 and outcome["fine_tuned"] == (outcome["val_loss"] < outcome["val_loss_before"])

@@ -13,12 +13,19 @@ from postergenre.pipeline import ingest_snapshot, prepare_dataset
 from postergenre.retrain import (
     CNN,
     RetrainConfig,
+    embed_step,
     evaluate_step,
+    fine_tune_step,
     load_run,
+    plan_step,
     promote_step,
+    round_step,
     run_retrain,
+    run_tuning,
+    select_step,
     start_run,
     target_slug,
+    train_step,
     trial_step,
 )
 from postergenre.storage import open_store
@@ -159,3 +166,67 @@ def test_predict_cli_on_a_real_jpeg(world, monkeypatch):
     genres = payload["predictions"][0]["genres"]
     assert len(genres) == 2 and genres[0]["probability"] >= genres[1]["probability"]
     assert payload["model"] == CNN
+
+
+def test_hyperband_rounds_retrain_each_brackets_best_with_more_epochs(world):
+    settings = world[0]
+    start_run("run-hb", RetrainConfig(**{**CONFIG, "tuning": "hyperband", "n_trials": 4, "max_epochs": 9}), settings)
+    embed_step("run-hb", settings)
+    results = run_tuning("run-hb", settings)
+    plan = load_run("run-hb", settings).store.get_json("runs/run-hb/plan.json")
+    # R = 9, eta = 3: the first bracket (9 configurations, cut to the 4 asked for) halves 4 -> 1 -> 1.
+    assert [(t["round"], t["epochs"]) for t in plan] == [(0, 1)] * 4 + [(1, 3), (2, 9)]
+    assert [r["trial_id"] for r in results] == [t["trial_id"] for t in plan]
+    for round_index in (1, 2):
+        previous = [r for r, t in zip(results, plan, strict=True) if t["round"] == round_index - 1]
+        promoted = next(r for r, t in zip(results, plan, strict=True) if t["round"] == round_index)
+        assert promoted["hp"] == min(previous, key=lambda r: r["val_loss"])["hp"]
+    assert round_step("run-hb", 3, settings) == []  # past the plan's last round
+    assert select_step("run-hb", settings) == min(results, key=lambda r: (r["val_loss"], r["trial_id"]))
+
+    start_run("run-hb2", RetrainConfig(**{**CONFIG, "tuning": "hyperband", "n_trials": 4, "max_epochs": 9}), settings)
+    plan_step("run-hb2", settings)
+    with pytest.raises(RuntimeError, match="round 0 trials t000, t001, t002, t003 have no result"):
+        round_step("run-hb2", 1, settings)
+
+
+def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champion(world, monkeypatch):
+    settings = world[0]
+    config = RetrainConfig(**{**CONFIG, "fine_tune": True, "fine_tune_blocks": 1, "fine_tune_learning_rate": 1e-3})
+    run_retrain("run-ft", config, settings=settings, targets=[CNN])
+    ctx = load_run("run-ft", settings)
+    outcome = ctx.store.get_json(ctx.key("candidates", CNN, "fine_tune.json"))
+    # Lite0 or EfficientNet would start from ImageNet features; this random tiny backbone gains from any tuning.
+    assert outcome["fine_tuned"] is True and outcome["val_loss"] < outcome["val_loss_before"]
+    assert outcome["trainable_layers"] == ["block3_conv"] and outcome["train_posters_per_second"] > 0
+    candidate = ctx.store.get_json(ctx.key("candidates", CNN, "candidate.json"))
+    assert candidate["fine_tune"]["val_loss"] == outcome["val_loss"]
+    assert "## Fine-tune stage (genre-cnn)" in ctx.store.get_bytes(ctx.key("report.md")).decode()
+    assert ctx.store.get_json(ctx.key("report.json"))["fine_tune"]["val_loss"] == outcome["val_loss"]
+
+    import postergenre.finetune as finetune
+
+    monkeypatch.setattr(finetune, "fine_tune", lambda *a, **k: pytest.fail("a finished fine-tune ran again"))
+    assert fine_tune_step("run-ft", settings) == outcome
+
+    forced = promote_step("run-ft", CNN, actor="test", force=True, force_reason="fine-tuned champion", settings=settings)
+    lineage = registry.show_version(_registry(settings), CNN, forced["version"])["lineage"]
+    lineage = lineage.get("lineage", lineage)
+    assert lineage["fine_tuned"] is True and lineage["fine_tune"]["top_blocks"] == 1
+
+    # The next challenger shares the cached features, but the fine-tuned champion's backbone is its own:
+    # it must be scored on the test posters, and exactly as its stored predictions say.
+    import postergenre.retrain as retrain
+
+    scored = []
+    real = retrain._predict_posters
+    monkeypatch.setattr(retrain, "_predict_posters", lambda *a: scored.append(real(*a)) or scored[-1])
+    run_retrain("run-g", RetrainConfig(**{**CONFIG, "dry_run": True}), settings=settings, targets=[CNN])
+    with np.load(io.BytesIO(ctx.store.get_bytes(ctx.key("candidates", CNN, "predictions.npz")))) as npz:
+        stored_ids, stored = npz["test_ids"], npz["test"]
+    g_ids = np.load(io.BytesIO(ctx.store.get_bytes("runs/run-g/candidates/genre-cnn/predictions.npz")))["test_ids"]
+    assert len(scored) == 1 and np.array_equal(g_ids, stored_ids)  # same snapshot and seed: same test split
+    np.testing.assert_allclose(scored[0], stored, atol=1e-5)
+
+    train_step("run-ft", CNN, settings)  # re-training the candidate makes its fine-tune stale
+    assert not ctx.store.exists(ctx.key("candidates", CNN, "fine_tune.json"))

@@ -18,11 +18,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO_ROOT / "dags" / "postergenre_retrain.py"
-MAPPED = ("trial", "train", "evaluate", "promote")
+ROUNDS = ("trial_round_1", "trial_round_2", "trial_round_3")
+MAPPED = ("trial", *ROUNDS, "train", "evaluate", "promote")
 FORM = {
     "source": ("string", ""),
     "snapshot_id": ("string", ""),
     "n_trials": ("integer", 4),
+    "tuning": ("string", "random"),
     "max_epochs": ("integer", 20),
     "backbone": ("string", "efficientnetv2b0"),
     "weights": ("string", "imagenet"),
@@ -30,6 +32,8 @@ FORM = {
     "seed": ("integer", 42),
     "ova_genres": ("array", []),
     "fine_tune": ("boolean", False),
+    "fine_tune_blocks": ("integer", 2),
+    "fine_tune_learning_rate": ("number", 1e-5),
     "dry_run": ("boolean", False),
     "force_promote": ("boolean", False),
     "force_reason": ("string", ""),
@@ -86,16 +90,36 @@ def test_tasks_run_in_the_model_plane_order(retrain):
         "embed": {"start"},
         "plan": {"start", "embed"},
         "trial": {"start", "plan"},
-        "select": {"start", "trial"},
+        "halving_1": {"start", "trial"},
+        "trial_round_1": {"start", "halving_1"},
+        "halving_2": {"start", "trial_round_1"},
+        "trial_round_2": {"start", "halving_2"},
+        "halving_3": {"start", "trial_round_2"},
+        "trial_round_3": {"start", "halving_3"},
+        "select": {"start", "trial_round_3"},
         "targets": {"start", "select"},
         "train": {"start", "targets"},
-        "evaluate": {"start", "targets", "train"},
+        "fine_tune": {"start", "train"},
+        "evaluate": {"start", "targets", "fine_tune"},
         "promote": {"start", "targets", "evaluate"},
         "report": {"start", "promote"},
     }
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
     assert isinstance(retrain.get_task("gate"), ShortCircuitOperator)
+    # An empty Hyperband round (always so for random search) is skipped; what follows it must still run.
+    after_rounds = ("halving_1", "halving_2", "halving_3", *ROUNDS, "select")
+    assert all(retrain.get_task(t).trigger_rule == "none_failed" for t in after_rounds)
+
+
+def test_the_dag_wires_every_round_a_plan_can_have():
+    from postergenre import tuning
+    from postergenre.dag_support import TUNING_METHODS, TUNING_ROUNDS
+
+    assert (TUNING_ROUNDS, TUNING_METHODS) == (tuning.MAX_ROUNDS, tuning.METHODS)
+    assert len(ROUNDS) == TUNING_ROUNDS - 1
+    longest = tuning.plan_trials(50, seed=0, method="hyperband", max_epochs=10_000)
+    assert max(t["round"] for t in longest) == TUNING_ROUNDS - 1
 
 
 def test_fan_outs_are_mapped_and_labelled(retrain):
@@ -103,17 +127,19 @@ def test_fan_outs_are_mapped_and_labelled(retrain):
 
     mapped = {t.task_id for t in retrain.tasks if isinstance(t, MappedOperator)}
     assert mapped == set(MAPPED)
-    assert retrain.get_task("trial").map_index_template == "{{ trial_label }}"
+    for task_id in ("trial", *ROUNDS):
+        assert retrain.get_task(task_id).map_index_template == "{{ trial_label }}"
     for task_id in ("train", "evaluate", "promote"):
         assert "target" in retrain.get_task(task_id).map_index_template
 
 
-def test_only_embed_takes_the_gpu_queue_and_pool(retrain):
+def test_only_embed_and_fine_tune_take_the_gpu_queue_and_pool(retrain):
     from postergenre.dag_support import GPU_POOL
 
-    embed = retrain.get_task("embed")
-    assert (embed.queue, embed.pool) == ("gpu", GPU_POOL)
-    others = [t for t in retrain.tasks if t.task_id != "embed"]
+    for task_id in ("embed", "fine_tune"):
+        task = retrain.get_task(task_id)
+        assert (task.queue, task.pool) == ("gpu", GPU_POOL)
+    others = [t for t in retrain.tasks if t.task_id not in ("embed", "fine_tune")]
     assert all(t.queue != "gpu" and t.pool != GPU_POOL for t in others)
 
 
@@ -195,6 +221,11 @@ def test_backbone_choices_are_the_libraries(retrain):
         ({"ova_genres": ["Comedy", "Science Fiction"]}, True),
         ({"ova_genres": ["Cartoons"]}, False),
         ({"ova_genres": ["Comedy", "Comedy"]}, False),
+        ({"tuning": "hyperband", "fine_tune": True, "fine_tune_blocks": 3}, True),
+        ({"tuning": "bayesian"}, False),
+        ({"fine_tune_blocks": 0}, False),
+        ({"fine_tune_learning_rate": 0}, False),
+        ({"fine_tune_learning_rate": 0.5}, False),
     ],
 )
 def test_trigger_form_rejects_what_the_run_cannot_use(serialized, conf, valid):
@@ -231,13 +262,11 @@ def test_snapshot_events_retrain_only_on_an_alert_and_on_the_newest_alert():
     assert decision == {"trigger": "asset_triggered", "snapshot_id": "s4", "severity": "alert"}
 
 
-def test_unsupported_or_unaudited_requests_are_refused():
+def test_unaudited_forced_promotions_are_refused():
     from postergenre.dag_support import check_retrain_params
 
     check_retrain_params({"fine_tune": False, "force_promote": False, "force_reason": ""})
-    check_retrain_params({"fine_tune": False, "force_promote": True, "force_reason": "bootstrap"})
-    with pytest.raises(ValueError, match="fine_tune=true is not supported.*no fine-tuning stage"):
-        check_retrain_params({"fine_tune": True, "force_promote": False, "force_reason": ""})
+    check_retrain_params({"fine_tune": True, "force_promote": True, "force_reason": "bootstrap"})
     for reason in ("", "   "):
         with pytest.raises(ValueError, match="force_promote=true needs a force_reason"):
             check_retrain_params({"fine_tune": False, "force_promote": True, "force_reason": reason})
@@ -258,6 +287,8 @@ def test_trial_label_and_actor():
 
     assert trial_label({"trial_id": "t003", "hp": {"units": 256, "dropout": True}}) == "t003 units=256 dropout"
     assert trial_label({"trial_id": "t001", "hp": {"units": 64, "dropout": False}}) == "t001 units=64 no-dropout"
+    promoted = {"trial_id": "t012", "hp": {"units": 64, "dropout": False}, "bracket": 0, "round": 1, "epochs": 3}
+    assert trial_label(promoted) == "t012 units=64 no-dropout b0r1 3ep"
     assert run_actor(SimpleNamespace(triggering_user_name="alice", run_id="manual__x")) == "alice"
     assert run_actor(SimpleNamespace(triggering_user_name=None, run_id="scheduled__x")) == "scheduled__x"
 
@@ -285,19 +316,12 @@ def _states(dr) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("conf", "message"),
-    [
-        (_conf(fine_tune=True), "fine_tune=true is not supported"),
-        (_conf(force_promote=True, force_reason=" "), "force_promote=true needs a force_reason"),
-    ],
-)
-def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch, conf, message):
+def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch):
+    conf, message = _conf(force_promote=True, force_reason=" "), "force_promote=true needs a force_reason"
     _no_retries(retrain, monkeypatch)
     errors: list[BaseException] = []
     monkeypatch.setattr(retrain.get_task("gate"), "on_failure_callback", [lambda ctx: errors.append(ctx["exception"])])
-    day = 1 + conf["force_promote"]  # one run per case: dag.test reuses the run (and conf) of a logical date
-    dr = retrain.test(logical_date=datetime(2026, 2, day, 4, tzinfo=UTC), run_conf=conf)
+    dr = retrain.test(logical_date=datetime(2026, 2, 2, 4, tzinfo=UTC), run_conf=conf)
     states = _states(dr)
     assert dr.state == "failed"
     assert states.pop("gate") == ["failed"]
@@ -377,10 +401,23 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     forced = sum(not store.get_json(f"{run_key}/decisions/{target_slug(t)}.json")["promote"] for t in targets)
     print(f"  first run: {len(targets) - forced} promoted on merit, {forced} forced")
 
-    # Second run, dry, no snapshot named: trains on the newest one (the same) and changes nothing.
-    second = run(2, {**tiny, "dry_run": True})
+    # Second run, dry, no snapshot named: trains on the newest one (the same) and changes nothing. It tunes
+    # with Hyperband (2 configurations for 2 epochs, the better one again for 6) and fine-tunes genre-cnn.
+    second = run(2, {**tiny, "dry_run": True, "tuning": "hyperband", "fine_tune": True, "fine_tune_learning_rate": 1e-3})
     second_key = f"runs/{registry.run_version_id(second.run_id)}"
     assert store.get_json(f"{second_key}/config.json")["snapshot_id"] == "synth"
+    states = _states(second)
+    assert states["trial"] == ["success"] * 2 and states["trial_round_1"] == ["success"]
+    assert states["trial_round_2"] == states["trial_round_3"] == ["skipped"]
+    plan = store.get_json(f"{second_key}/plan.json")
+    survivor = store.get_json(f"{second_key}/rounds/1.json")
+    round_0 = [store.get_json(f"{second_key}/trials/{t['trial_id']}.json") for t in plan if t["round"] == 0]
+    assert survivor[0]["hp"] == min(round_0, key=lambda r: r["val_loss"])["hp"] and survivor[0]["epochs"] == 6
+    assert _labels(second, "trial_round_1") == [trial_label(survivor[0])]
+    fine_tuned = store.get_json(f"{second_key}/candidates/genre-cnn/fine_tune.json")
+    assert fine_tuned["fine_tuned"] == (fine_tuned["val_loss"] < fine_tuned["val_loss_before"])
+    candidate = store.get_json(f"{second_key}/candidates/genre-cnn/candidate.json")
+    assert ("fine_tune" in candidate) == fine_tuned["fine_tuned"]  # the candidate is replaced only when it pays
     for target in targets:
         name = registry_name(target)
         decision = store.get_json(f"{second_key}/decisions/{target_slug(target)}.json")
