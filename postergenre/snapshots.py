@@ -12,6 +12,7 @@ Layout written (``<store>`` is the data store):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,7 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import pandas as pd
 
@@ -91,24 +94,33 @@ def _is_safe_member(name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and ":" not in name
 
 
+def _archive_members(
+    archive: Path, stack: contextlib.ExitStack
+) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:
+    """(name, opener) of every regular file in a .zip or a tar archive (any compression)."""
+    if zipfile.is_zipfile(archive):
+        zf = stack.enter_context(zipfile.ZipFile(archive))
+        return ((i.filename, partial(zf.open, i)) for i in zf.infolist() if not i.is_dir())
+    tf = stack.enter_context(tarfile.open(archive))  # noqa: SIM115 (the caller's stack closes it)
+    return ((m.name, partial(tf.extractfile, m)) for m in tf.getmembers() if m.isfile())
+
+
 def _extract_archive(archive: Path, dest: Path) -> list[Rejected]:
     """Extract regular files with safe relative names; unsafe members are reported, never written."""
     rejected: list[Rejected] = []
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, open_member in _archive_members(archive, stack):
+                if not _is_safe_member(name):
+                    rejected.append(Rejected("unsafe_archive_path", "path escapes the archive", name=name))
                     continue
-                if not _is_safe_member(info.filename):
-                    rejected.append(
-                        Rejected("unsafe_archive_path", "path escapes the archive", name=info.filename)
-                    )
-                    continue
-                target = dest / info.filename
+                target = dest / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
+                with open_member() as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
-        return rejected
+    except tarfile.TarError as exc:
+        raise SourceError(f"{archive}: not a readable .zip or .tar.gz archive ({exc})") from None
+    return rejected
     try:
         with tarfile.open(archive) as tf:
             for member in tf.getmembers():

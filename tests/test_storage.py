@@ -22,7 +22,7 @@ from postergenre.storage import (
     open_store,
     validate_key,
 )
-from postergenre.testing.seaweed import free_ports
+from postergenre.testing.process import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 

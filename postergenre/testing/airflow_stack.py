@@ -30,7 +30,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil  # an Airflow dependency
@@ -44,7 +43,7 @@ from postergenre.airflow_env import (
     passwords_file,
 )
 from postergenre.config import Settings
-from postergenre.testing.seaweed import free_ports
+from postergenre.testing.process import ManagedServer, free_ports
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 FINISHED_RUN_STATES = ("success", "failed")
@@ -55,7 +54,7 @@ class AirflowStackError(RuntimeError):
     pass
 
 
-class AirflowStack:
+class AirflowStack(ManagedServer):
     """Context manager: migrate the metadata DB, start the components, wait until healthy, stop on exit.
 
     ``extra_env`` is added to every component's environment (e.g. the ``AWS_*`` variables of an S3 server): task
@@ -127,7 +126,9 @@ class AirflowStack:
         except BaseException:
             self.stop()
             raise
-        print(f"airflow stack up at {self.base_url} in {time.monotonic() - started:.0f} s (logs: {self.log_dir})")
+        print(
+            f"airflow stack up at {self.base_url} in {time.monotonic() - started:.0f} s (logs: {self.log_dir})"
+        )
         return self
 
     def _migrate(self) -> None:
@@ -142,7 +143,9 @@ class AirflowStack:
                 timeout=self.startup_timeout,
             )
         if done.returncode:
-            raise AirflowStackError(f"airflow db migrate failed ({done.returncode}):\n{self.log_tail('migrate')}")
+            raise AirflowStackError(
+                f"airflow db migrate failed ({done.returncode}):\n{self.log_tail('migrate')}"
+            )
 
     def _spawn(self, component: str) -> None:
         """``airflow <component>`` in a new session: its pid is its process group id."""
@@ -188,7 +191,9 @@ class AirflowStack:
                 last = exc
             if time.monotonic() > deadline:
                 tails = "\n".join(f"--- {c}\n{self.log_tail(c, 15)}" for c in self._procs)
-                raise AirflowStackError(f"airflow not healthy after {self.startup_timeout:.0f} s: {last}\n{tails}")
+                raise AirflowStackError(
+                    f"airflow not healthy after {self.startup_timeout:.0f} s: {last}\n{tails}"
+                )
             time.sleep(2)
 
     def stop(self) -> None:
@@ -212,14 +217,6 @@ class AirflowStack:
         for proc in procs:
             proc.wait()
         psutil.wait_procs(list(tree.values()), timeout=5)
-
-    def __enter__(self) -> AirflowStack:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def log_tail(self, component: str, lines: int = 40) -> str:
         try:
@@ -271,7 +268,9 @@ class AirflowStack:
         except HTTPStatusError as exc:
             if exc.status != 409:
                 raise
-            self.request("PATCH", f"/api/v2/pools/{_q(name)}", {"slots": slots}, params={"update_mask": "slots"})
+            self.request(
+                "PATCH", f"/api/v2/pools/{_q(name)}", {"slots": slots}, params={"update_mask": "slots"}
+            )
 
     def import_errors(self) -> list[dict]:
         return self.request("GET", "/api/v2/importErrors")["import_errors"]
@@ -293,8 +292,9 @@ class AirflowStack:
                 text = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
                 raise AirflowStackError(f"DAG import errors while waiting for {dag_id}:\n{text}")
             if time.monotonic() > deadline:
-                raise AirflowStackError(f"DAG {dag_id} not parsed after {timeout:.0f} s:\n"
-                                        f"{self.log_tail('dag-processor', 20)}")
+                raise AirflowStackError(
+                    f"DAG {dag_id} not parsed after {timeout:.0f} s:\n{self.log_tail('dag-processor', 20)}"
+                )
             time.sleep(2)
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
@@ -471,7 +471,9 @@ def run_timings(dag_run: Mapping[str, Any], tis: Sequence[Mapping[str, Any]]) ->
         first = min(_when(t["start_date"]) for t in group)
         last = max(_when(t["end_date"]) for t in group)
         waits = [
-            (_when(t["start_date"]) - _when(t["queued_when"])).total_seconds() for t in group if t.get("queued_when")
+            (_when(t["start_date"]) - _when(t["queued_when"])).total_seconds()
+            for t in group
+            if t.get("queued_when")
         ]
         stages.append(
             {

@@ -10,11 +10,11 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
+
+from postergenre.testing.process import ManagedServer, free_ports
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 SYSTEM_USER = "postgres"  # Debian's package creates it; postgres refuses to run as root
@@ -36,13 +36,7 @@ def find_bin_dir(root: Path = POSTGRES_ROOT) -> Path:
     return max(versions, key=lambda p: int(p.name)) / "bin"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PostgresServer:
+class PostgresServer(ManagedServer):
     """``with PostgresServer() as pg: engine = make_engine(pg.create_database("t1"))``.
 
     Runs as the current user, or as the ``postgres`` system user (via ``runuser``) when the current user is
@@ -104,7 +98,7 @@ class PostgresServer:
         """Another process can grab the probed port before postgres binds it, hence a few attempts."""
         log = self._tmp / "server.log"
         for attempt in range(1, self.start_attempts + 1):
-            self.port = free_port()
+            (self.port,) = free_ports(1)
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._tmp} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -142,11 +136,3 @@ class PostgresServer:
                 f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"
             )
         return done
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -15,15 +15,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from postergenre.testing.process import ManagedServer, free_ports
 
 _REGION = "us-east-1"
 # Every listener ``weed mini`` opens besides S3 (gRPC ports default to http+10000, which may be taken).
@@ -52,22 +51,13 @@ def weed_binary() -> str:
     return found
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free right now on 127.0.0.1 (held open together so none repeats)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
 def _s3_identities(access_key: str, secret_key: str) -> dict[str, Any]:
     actions = ["Admin", "Read", "Write", "List", "Tagging"]
     credentials = [{"accessKey": access_key, "secretKey": secret_key}]
     return {"identities": [{"name": "postergenre", "credentials": credentials, "actions": actions}]}
 
 
-class SeaweedServer:
+class SeaweedServer(ManagedServer):
     """Context manager running ``weed mini`` with one access/secret key pair; removes its data on exit
     (unless the caller passed ``data_dir``, which is then kept)."""
 
@@ -213,14 +203,6 @@ class SeaweedServer:
                 proc.wait()
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
