@@ -510,6 +510,7 @@ def demo(
     train: Annotated[
         bool, typer.Option(help="Also retrain, promote and predict (--no-train: data plane only).")
     ] = True,
+    image_size: Annotated[int | None, typer.Option(help="Poster size (default: settings).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The main job on the embedded default: two synthetic snapshots -> ingest -> labels -> drift -> tuning,
@@ -543,14 +544,14 @@ def demo(
                 snapshot_id="demo-2",
                 seed=settings.seed,
                 backbone=backbone,
-                weights="imagenet",
-                image_size=settings.image_size,
+                weights="none" if backbone == "tiny" else "imagenet",  # tiny has no pretrained weights
+                image_size=image_size or settings.image_size,
                 batch_size=settings.batch_size,
                 n_trials=2,
                 max_epochs=15,
             )
             # One run per configuration: a rerun resumes it (finished steps are skipped or rewritten identically).
-            run_id = f"demo-2-{backbone}-{settings.image_size}px"
+            run_id = f"demo-2-{backbone}-{config.image_size}px"
             steps["retrain"] = run_retrain(run_id, config, actor="postergenre demo")
             from postergenre.datasets import load_labels
             from postergenre.pipeline import data_store

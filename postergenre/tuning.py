@@ -15,13 +15,16 @@ import math
 import random
 import time
 from collections.abc import Sequence
-
-import keras_tuner
+from typing import TYPE_CHECKING
 
 from postergenre.log import get_logger
-from postergenre.models import HeadKind
 from postergenre.storage import NotFound, ObjectStore
-from postergenre.training import HeadData, fit_head
+
+if TYPE_CHECKING:  # keras-tuner and Keras load TensorFlow (~15 s): only the steps that train import them
+    import keras_tuner
+
+    from postergenre.models import HeadKind
+    from postergenre.training import HeadData
 
 log = get_logger(__name__)
 METHODS = ("random", "hyperband")
@@ -32,6 +35,8 @@ _MAX_DRAWS = 1000  # redraws to find an unseen point; missing one of 16 in 1000 
 
 def search_space() -> keras_tuner.HyperParameters:
     """``units``: width of the second FC layer, 64..512 step 64; ``dropout``: dropout layer on/off."""
+    import keras_tuner
+
     hp = keras_tuner.HyperParameters()
     hp.Int("units", min_value=64, max_value=512, step=64)
     hp.Boolean("dropout")
@@ -211,6 +216,8 @@ def run_trial(
             return store.get_json(result_key)
         except NotFound:
             pass
+    from postergenre.training import fit_head
+
     hp = trial["hp"]
     start = time.perf_counter()
     _, summary = fit_head(

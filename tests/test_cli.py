@@ -79,3 +79,21 @@ def test_model_plane_commands_tune_with_hyperband_and_fine_tune(cli, tmp_path):
     trained = _json(cli.invoke(app, ["train", "r1", "--target", "genre-cnn", "--json"]))
     outcome = trained["fine_tune"]
     assert outcome["top_blocks"] == 1 and outcome["fine_tuned"] == (outcome["val_loss"] < outcome["val_loss_before"])
+
+
+@pytest.mark.slow
+def test_the_readme_demo_ends_with_a_champion_and_a_prediction(cli, settings):
+    """``make demo`` at toy size (Lite0 with its offline ImageNet weights, small posters): the whole job on the
+    embedded default. A random backbone would not do: its CNN stays at chance and is rightly never promoted."""
+    demo = ["demo", "--backbone", "lite0", "--movies", "900", "--image-size", "96", "--json"]
+    steps = _json(cli.invoke(app, demo))
+    assert steps["ingest demo-2"]["quarantined"] > 0  # the second export carries bad input on purpose
+    retrain = steps["retrain"]
+    assert len(retrain["promoted"]) + len(retrain["kept"]) == retrain["trained"] > 1  # the CNN and OvA members
+    assert "genre-cnn" in retrain["promoted"]  # predict serves the champion
+    prediction = steps["predict"]["predictions"][0]
+    assert len(prediction["genres"]) == 3 and steps["predict"]["version"] == retrain["run_id"]
+    repeat = _json(cli.invoke(app, demo))  # a rerun is idempotent: nothing re-uploaded, trained or promoted
+    assert repeat["ingest demo-2"]["status"] == "unchanged"
+    assert repeat["retrain"]["promoted"] == []  # each model met itself as champion: nothing to gain, kept
+    assert repeat["predict"]["version"] == retrain["run_id"]

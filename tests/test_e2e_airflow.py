@@ -134,7 +134,11 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
         "source": str(export),
         "snapshot_id": "e2e-2",
         "n_trials": 2,
+        "tuning": "hyperband",  # R = 3, eta = 3: two configurations for 1 epoch, the better one again for 3
         "max_epochs": 3,
+        "fine_tune": True,
+        "fine_tune_blocks": 1,
+        "fine_tune_learning_rate": 1e-3,
         "backbone": "tiny",
         "weights": "none",
         "image_size": 48,
@@ -173,10 +177,10 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     retrain_id = registry.run_version_id(run_id)
     run_key = f"runs/{retrain_id}"
     config = store.get_json(f"{run_key}/config.json")
-    assert {k: config[k] for k in ("snapshot_id", "n_trials", "max_epochs", "backbone", "weights", "image_size",
-                                   "seed", "dry_run")} == {
-        "snapshot_id": "e2e-2", "n_trials": 2, "max_epochs": 3, "backbone": "tiny", "weights": "none",
-        "image_size": 48, "seed": 7, "dry_run": False,
+    assert {k: config[k] for k in ("snapshot_id", "n_trials", "tuning", "max_epochs", "backbone", "weights",
+                                   "image_size", "seed", "fine_tune", "fine_tune_blocks", "dry_run")} == {
+        "snapshot_id": "e2e-2", "n_trials": 2, "tuning": "hyperband", "max_epochs": 3, "backbone": "tiny",
+        "weights": "none", "image_size": 48, "seed": 7, "fine_tune": True, "fine_tune_blocks": 1, "dry_run": False,
     }
     plan = store.get_json(f"{run_key}/plan.json")
     by_task: dict[str, list[dict]] = {}
@@ -185,11 +189,17 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     report = store.get_json(f"{run_key}/report.json")
     targets = [t for t in all_targets(report["classes"]) if t == CNN or t in conf["ova_genres"]]
     assert len(targets) == 1 + len(conf["ova_genres"])
-    assert sorted(ti["rendered_map_index"] for ti in by_task["trial"]) == sorted(trial_label(t) for t in plan)
-    assert len(plan) == 2
+    assert [(t["round"], t["epochs"]) for t in plan] == [(0, 1), (0, 1), (1, 3)]
+    assert sorted(ti["rendered_map_index"] for ti in by_task["trial"]) == sorted(trial_label(t) for t in plan[:2])
+    survivor = store.get_json(f"{run_key}/rounds/1.json")
+    assert [ti["rendered_map_index"] for ti in by_task["trial_round_1"]] == [trial_label(survivor[0])]
     for fan_out in ("train", "evaluate", "promote"):
         assert sorted(ti["rendered_map_index"] for ti in by_task[fan_out]) == sorted(targets), fan_out
-    assert all(ti["state"] == "success" for ti in tis)
+    beyond_the_plan = {"trial_round_2", "trial_round_3"}  # a bracket of R = 3 has two rounds
+    assert all(ti["state"] == "skipped" for ti in tis if ti["task_id"] in beyond_the_plan)
+    assert all(ti["state"] == "success" for ti in tis if ti["task_id"] not in beyond_the_plan)
+    fine_tuned = store.get_json(f"{run_key}/candidates/genre-cnn/fine_tune.json")
+    assert fine_tuned["fine_tuned"] == (fine_tuned["val_loss"] < fine_tuned["val_loss_before"])
 
     # Every model has a decision, a registered version as champion, and an alias entry by the REST user.
     assert set(report["decisions"]) == {registry_name(t) for t in targets}

@@ -6,7 +6,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from postergenre import tuning
 from postergenre.storage import open_store
 from postergenre.training import HeadData
 from postergenre.tuning import (
@@ -142,7 +141,21 @@ def test_run_trial_trains_stores_and_skips_when_stored(data, tmp_path, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("a stored trial must not train again")
 
-    monkeypatch.setattr(tuning, "fit_head", no_training)
+    from postergenre import training
+
+    monkeypatch.setattr(training, "fit_head", no_training)
     assert run_trial(trial, data, seed=0, batch_size=32, store=store, result_key="tuning/t004.json") == result
     with pytest.raises(ValueError, match="together"):
         run_trial(trial, data, seed=0, batch_size=32, store=store)
+
+
+def test_orchestration_steps_do_not_load_tensorflow():
+    """Hyperband's halving and the selection run as their own Airflow tasks: they must not pay ~15 s of imports."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from postergenre.retrain import round_step, select_step; "
+            "from postergenre.tuning import next_round, select_best, hyperband_schedule; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
