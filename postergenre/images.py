@@ -52,9 +52,21 @@ def letterbox(data: tf.Tensor, image_size: int) -> tf.Tensor:
 
     Graph-friendly (used inside ``Dataset.map``); raises ``InvalidArgumentError`` on undecodable bytes.
     ``expand_animations=False`` keeps the result 3-D even for a GIF (its first frame).
+
+    The arithmetic and kernels of ``tf.image.resize_with_pad`` (bilinear, half-pixel centres; the output is
+    bit for bit the same) without its dozens of shape checks per poster, and on the decoded uint8 pixels
+    (the kernel converts each to float as it reads it). One difference: a side never shrinks below one
+    pixel, so a very thin poster that decodes also letterboxes (``resize_with_pad`` fails on it), and
+    ``scan_decodable``'s promise holds for every decodable poster.
     """
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    scaled = size / tf.reduce_max(size / image_size)
+    new = tf.maximum(1, tf.cast(tf.floor(scaled), tf.int32))
+    pad = tf.maximum(0, tf.cast(tf.floor((image_size - scaled) / 2), tf.int32))
+    resized = tf.raw_ops.ResizeBilinear(images=image[None], size=new, half_pixel_centers=True)[0]
+    padding = [[pad[0], image_size - pad[0] - new[0]], [pad[1], image_size - pad[1] - new[1]], [0, 0]]
+    image = tf.ensure_shape(tf.pad(resized, padding), (image_size, image_size, 3))
     return tf.clip_by_value(image, 0.0, 255.0)  # bilinear never overshoots, but keep the contract explicit
 
 

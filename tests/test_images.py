@@ -202,3 +202,24 @@ def test_pil_reference_letterboxes_like_the_pipeline(mixed_posters):
     np.testing.assert_allclose(centre_colours(reference), colours, atol=3)
     # Same bars: the two agree on which pixels are padding, up to a one-pixel edge from rounding.
     assert np.mean((reference.max(axis=-1) > 0) == (pipeline.max(axis=-1) > 0)) > 0.9
+
+
+def test_letterbox_matches_tf_resize_with_pad_bit_for_bit():
+    rng = np.random.default_rng(3)
+    for i, (width, height) in enumerate([(37, 91), (91, 37), (64, 64), (300, 40), (5, 7)]):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        data = encode(Image.fromarray(pixels), "PNG" if i % 2 else "JPEG")
+        decoded = tf.cast(tf.io.decode_image(data, channels=3, expand_animations=False), tf.float32)
+        for size in (16, 33):
+            expected = tf.clip_by_value(tf.image.resize_with_pad(decoded, size, size), 0.0, 255.0)
+            np.testing.assert_array_equal(load_image(data, size), expected.numpy())
+
+
+def test_a_very_thin_poster_that_decodes_also_letterboxes(tmp_path):
+    path = tmp_path / "thin.png"
+    path.write_bytes(solid(2, 300))  # at 16 px its width would round down to zero
+    assert scan_decodable([path]).skipped == 0
+    ds, stats = make_dataset([path], None, image_size=16, batch_size=2)
+    (image,) = np.concatenate(list(ds.as_numpy_iterator()))
+    rows, cols = content_box(image)
+    assert stats.kept == 1 and rows.stop - rows.start == 16 and cols.stop - cols.start == 1

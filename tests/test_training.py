@@ -167,3 +167,33 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(learnable, reference
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="different run"):
         fit_head(learnable, checkpoint=Checkpointer(store, "ck/run"), **{**args, "units": 128})
+
+
+def test_epoch_batches_follow_the_seeded_order_whatever_epoch_training_starts_at():
+    from postergenre.training import _EpochShuffled
+
+    n, batch = 10, 4
+    x = np.arange(n, dtype=np.float32).reshape(-1, 1) * np.ones((1, 3), np.float32)
+    y = np.arange(n, dtype=np.float32).reshape(-1, 1)
+    data = _EpochShuffled(x, y, batch, seed=5)
+    for epoch in (3, 2, 4):  # a resumed run starts at a later epoch: its order must not depend on that
+        data.set_epoch(epoch)
+        batches = [data[i] for i in range(len(data))]
+        assert [len(by) for _, by in batches] == [4, 4, 2]  # the epoch ends with its own short batch
+        rows = np.concatenate([by[:, 0] for _, by in batches]).astype(int)
+        assert rows.tolist() == np.random.default_rng([5, epoch]).permutation(n).tolist()
+        for bx, by in batches:
+            np.testing.assert_array_equal(bx, by * np.ones((1, 3), np.float32))  # features stay with targets
+
+
+def test_fit_head_is_deterministic_and_takes_any_float_features(learnable):
+    args = dict(kind="multiclass", units=32, dropout=True, max_epochs=2, batch_size=BATCH, seed=4)
+    small = HeadData(learnable.x_train[:100], learnable.y_train[:100], learnable.x_val, learnable.y_val)
+    first, summary = fit_head(small, **args)
+    as_float64 = HeadData(
+        *(a.astype(np.float64) for a in (small.x_train, small.y_train, small.x_val, small.y_val))
+    )
+    second, summary64 = fit_head(as_float64, **args)
+    assert summary64["history"] == summary["history"]
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
