@@ -18,6 +18,7 @@ from collections.abc import Callable
 import keras
 
 from postergenre.models import HeadKind, compile_head
+from postergenre.training import Checkpointer, ResumableEarlyStopping
 
 _BLOCK = re.compile(r"conv\d+_block\d+|[^_]+")
 """A layer's block: ``block6h`` of ``block6h_se_reduce`` (EfficientNet, Lite0, tiny), ``conv5_block3`` of
@@ -80,15 +81,23 @@ def backbone_of(classifier: keras.Model) -> keras.Model:
 
 
 class _EpochLog(keras.callbacks.Callback):
-    def __init__(self, history: list[dict], on_epoch: Callable[[int, dict], None] | None) -> None:
+    """Records each epoch's logs (runs first, so a checkpoint written after it includes the epoch)."""
+
+    def __init__(self, history: list[dict]) -> None:
         super().__init__()
-        self.history, self.on_epoch = history, on_epoch
+        self.history = history
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        self.history.append({"epoch": epoch, **logs})
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, logs)
+        self.history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+
+
+class _Progress(keras.callbacks.Callback):
+    def __init__(self, on_epoch: Callable[[int, dict], None]) -> None:
+        super().__init__()
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
 
 def fine_tune(
@@ -102,6 +111,7 @@ def fine_tune(
     max_epochs: int = 10,
     patience: int = 3,
     seed: int = 0,
+    checkpoint: Checkpointer | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[keras.Model, dict]:
     """Fine-tune ``classifier`` in place on ``train`` (batches of poster, target), early-stopped on ``val``.
@@ -109,26 +119,51 @@ def fine_tune(
     Returns the classifier with its best epoch's weights (or its starting weights when no epoch beat them) and
     a JSON-able summary: ``val_loss_before`` (the starting model on ``val``), ``val_loss`` (best fine-tuned
     epoch), ``pays`` (whether fine-tuning lowered the validation loss), the trainable layers, the training
-    time and the history.
+    time and the history. With a ``checkpoint`` (``training.Checkpointer``) every epoch is saved to the store
+    and a killed run resumes after its last finished epoch, from the same starting classifier; ``train`` then
+    starts its order afresh, so only an unshuffled ``train`` resumes bit for bit.
     """
     keras.utils.set_random_seed(seed)
     backbone = backbone_of(classifier)
     trainable = unfreeze_top(backbone, top_blocks)
     classifier.get_layer("head").trainable = True
     compile_head(classifier, kind, learning_rate=learning_rate)
+    classifier.optimizer.build(classifier.trainable_variables)  # so a checkpoint restores Adam's moments too
     before = classifier.evaluate(val, verbose=0, return_dict=True)
     start_weights = classifier.get_weights()
-    history: list[dict] = []
-    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    config = {
+        "kind": kind,
+        "top_blocks": top_blocks,
+        "learning_rate": learning_rate,
+        "max_epochs": max_epochs,
+        "patience": patience,
+        "seed": seed,
+        "trainable_layers": trainable,
+    }
+    resume = checkpoint.restore(classifier, config) if checkpoint is not None else None
+    history: list[dict] = list(resume.history) if resume else []
     started = time.perf_counter()
-    classifier.fit(
-        train,
-        validation_data=val,
-        epochs=max_epochs,
-        shuffle=False,  # the training set comes shuffled (make_dataset reshuffles it every epoch)
-        callbacks=[stopping, _EpochLog(history, on_epoch)],
-        verbose=0,
-    )
+    if resume is not None and resume.finished:
+        classifier.set_weights(resume.best_weights)
+    else:
+        stopping = ResumableEarlyStopping(
+            patience, resume.early_stopping if resume else None, resume.best_weights if resume else None
+        )
+        callbacks: list[keras.callbacks.Callback] = [_EpochLog(history), stopping]
+        if checkpoint is not None:
+            checkpoint.bind(config, history, stopping, max_epochs)
+            callbacks.append(checkpoint)
+        if on_epoch is not None:
+            callbacks.append(_Progress(on_epoch))
+        classifier.fit(
+            train,
+            validation_data=val,
+            epochs=max_epochs,
+            initial_epoch=resume.epoch + 1 if resume else 0,
+            shuffle=False,  # the training set comes shuffled (make_dataset reshuffles it every epoch)
+            callbacks=callbacks,
+            verbose=0,
+        )
     seconds = time.perf_counter() - started
     best_epoch = min(range(len(history)), key=lambda i: history[i]["val_loss"])
     pays = history[best_epoch]["val_loss"] < before["loss"]
@@ -143,6 +178,7 @@ def fine_tune(
         "val_accuracy": float(history[best_epoch]["val_accuracy"]),
         "best_epoch": best_epoch,
         "epochs_run": len(history),
+        "resumed_from_epoch": resume.epoch + 1 if resume else None,
         "top_blocks": top_blocks,
         "learning_rate": learning_rate,
         "trainable_layers": trainable,

@@ -455,7 +455,10 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
                 (head_path, ctx.key("candidates", slug, "head.keras")),
             ]
         )
-    ctx.store.delete(ctx.key("candidates", slug, FINE_TUNE))  # a fine-tune of the previous candidate is stale
+    if target == CNN:  # a fine-tune (finished or checkpointed) of the previous candidate is stale
+        ctx.store.delete(ctx.key("candidates", slug, FINE_TUNE))
+        for info in list(ctx.store.list(_fine_tune_checkpoints(ctx) + "/")):
+            ctx.store.delete(info.key)
     candidate = {
         "target": target,
         "hp": hp,
@@ -518,17 +521,23 @@ def _poster_datasets(
     return datasets, ids, truth
 
 
+def _fine_tune_checkpoints(ctx: RunContext) -> str:
+    return ctx.key("checkpoints", f"{CNN}-fine-tune")
+
+
 def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
     """The optional fine-tune stage of ``genre-cnn`` (``config.fine_tune``), on pixels, from its trained head.
 
     The top ``fine_tune_blocks`` backbone blocks (BatchNorm frozen) and the head train at a low learning rate;
     the candidate (model, metrics, predictions) is replaced only when that lowers the validation loss, and the
-    outcome is stored either way. A re-run returns the stored outcome; re-training the candidate clears it.
+    outcome is stored either way. A re-run returns the stored outcome; a killed one resumes from its per-epoch
+    checkpoint in the store; re-training the candidate clears both.
     """
     import keras
 
     from postergenre.finetune import fine_tune
     from postergenre.models import build_backbone, build_classifier
+    from postergenre.training import Checkpointer
 
     ctx = load_run(run_id, settings)
     cfg = ctx.config
@@ -557,10 +566,12 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
             learning_rate=cfg.fine_tune_learning_rate,
             max_epochs=cfg.max_epochs,
             seed=cfg.seed,
+            checkpoint=Checkpointer(ctx.store, _fine_tune_checkpoints(ctx)),
             on_epoch=lambda epoch, logs: log.info("fine-tune epoch", run_id=ctx.run_id, epoch=epoch, **logs),
         )
-        summary["train_posters_per_second"] = round(
-            len(ids["train"]) * summary["epochs_run"] / summary["seconds"], 1
+        epochs_here = summary["epochs_run"] - (summary["resumed_from_epoch"] or 0)
+        summary["train_posters_per_second"] = (
+            round(len(ids["train"]) * epochs_here / summary["seconds"], 1) if epochs_here else None
         )
         if summary["pays"]:
             probabilities = {split: model.predict(datasets[split], verbose=0) for split in SPLITS}

@@ -156,7 +156,7 @@ class _Progress(keras.callbacks.Callback):
         self.on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
 
-class _EarlyStopping(keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """The report's stopping rule; can start from a checkpointed state (Keras resets it in on_train_begin)."""
 
     def __init__(self, patience: int, resume: dict | None = None, best_weights: list | None = None) -> None:
@@ -186,7 +186,7 @@ def _state_variables(model: keras.Model) -> list:
 
 
 @dataclass
-class _Resume:
+class Resume:
     epoch: int
     history: list[dict[str, float]]
     early_stopping: dict
@@ -197,11 +197,12 @@ class _Resume:
 class Checkpointer(keras.callbacks.Callback):
     """Writes a resumable checkpoint to the store after every epoch, so a killed worker picks up where it was.
 
-    Each epoch ``k`` writes ``<prefix>/epoch-<k>/``: ``head.weights.h5`` (the head's weights; Keras puts the
+    Each epoch ``k`` writes ``<prefix>/epoch-<k>/``: ``model.weights.h5`` (the model's weights; Keras puts the
     compiled model's Adam variables in it too), ``state.npz`` (the best weights so far and the Dropout
-    seed-generator state, which ``.weights.h5`` omits), then ``<prefix>/state.json`` (epoch, history, early-stopping state, run configuration) last, and
-    only then deletes the previous epoch's folder. ``state.json`` always names a complete folder, so a kill at
-    any point leaves a consistent checkpoint. ``fit_head(checkpoint=...)`` resumes from it.
+    seed-generator state, which ``.weights.h5`` omits), then ``<prefix>/state.json`` (epoch, history,
+    early-stopping state, run configuration) last, and only then deletes the previous epoch's folder.
+    ``state.json`` always names a complete folder, so a kill at any point leaves a consistent checkpoint.
+    ``fit_head(checkpoint=...)`` and ``finetune.fine_tune(checkpoint=...)`` bind it and resume from it.
     """
 
     def __init__(self, store: ObjectStore, key_prefix: str) -> None:
@@ -210,7 +211,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.prefix = key_prefix.strip("/")
         self._config: dict | None = None
         self._history: list[dict[str, float]] = []
-        self._early_stopping: _EarlyStopping | None = None
+        self._early_stopping: ResumableEarlyStopping | None = None
         self._max_epochs = 0
 
     @property
@@ -223,11 +224,13 @@ class Checkpointer(keras.callbacks.Callback):
         except NotFound:
             return None
 
-    def _bind(self, config: dict, history: list, early_stopping: _EarlyStopping, max_epochs: int) -> None:
+    def bind(
+        self, config: dict, history: list, early_stopping: ResumableEarlyStopping, max_epochs: int
+    ) -> None:
         self._config, self._history = config, history
         self._early_stopping, self._max_epochs = early_stopping, max_epochs
 
-    def _restore(self, model: keras.Model, config: dict) -> _Resume | None:
+    def restore(self, model: keras.Model, config: dict) -> Resume | None:
         """Load the checkpoint into ``model`` (weights, optimizer, RNG state); None if there is none."""
         state = self.load_state()
         if state is None:
@@ -238,24 +241,24 @@ class Checkpointer(keras.callbacks.Callback):
             )
         folder = state["folder"]  # fit_head built the optimizer, so load_weights restores Adam's moments too
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "head.weights.h5"
-            path.write_bytes(self.store.get_bytes(f"{folder}/head.weights.h5"))
+            path = Path(tmp) / "model.weights.h5"
+            path.write_bytes(self.store.get_bytes(f"{folder}/model.weights.h5"))
             model.load_weights(path)
         with np.load(io.BytesIO(self.store.get_bytes(f"{folder}/state.npz")), allow_pickle=False) as npz:
             arrays = dict(npz)
         for i, variable in enumerate(_state_variables(model)):
             variable.assign(arrays[f"rng_{i}"])
         best = [arrays[f"best_{i}"] for i in range(len(model.weights))]
-        return _Resume(state["epoch"], state["history"], state["early_stopping"], best, state["finished"])
+        return Resume(state["epoch"], state["history"], state["early_stopping"], best, state["finished"])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._early_stopping is None or self._config is None:
-            raise RuntimeError("a Checkpointer is driven by fit_head(checkpoint=...), not passed to fit()")
+            raise RuntimeError("a Checkpointer is bound by its trainer (bind), not just passed to fit()")
         folder = f"{self.prefix}/epoch-{epoch:04d}"
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "head.weights.h5"
+            path = Path(tmp) / "model.weights.h5"
             self.model.save_weights(path)
-            self.store.put_bytes(f"{folder}/head.weights.h5", path.read_bytes())
+            self.store.put_bytes(f"{folder}/model.weights.h5", path.read_bytes())
         arrays = {f"best_{i}": w for i, w in enumerate(self._early_stopping.best_weights)}
         arrays.update(
             {f"rng_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(self.model))}
@@ -338,19 +341,19 @@ def fit_head(
         "n_train": len(data.x_train),
         "n_val": len(data.x_val),
     }
-    resume = checkpoint._restore(head, config) if checkpoint is not None else None
+    resume = checkpoint.restore(head, config) if checkpoint is not None else None
     history: list[dict[str, float]] = list(resume.history) if resume else []
     if resume is not None and resume.finished:
         head.set_weights(resume.best_weights)
         stopped = len(history) < max_epochs
         return head, _summary(history, resume.early_stopping["best_epoch"], stopped, resume.epoch + 1)
     train = _EpochShuffled(data.x_train, data.y_train, batch_size, seed)
-    early_stopping = _EarlyStopping(
+    early_stopping = ResumableEarlyStopping(
         patience, resume.early_stopping if resume else None, resume.best_weights if resume else None
     )
     callbacks: list[keras.callbacks.Callback] = [_Hooks(train, history), early_stopping]
     if checkpoint is not None:
-        checkpoint._bind(config, history, early_stopping, max_epochs)
+        checkpoint.bind(config, history, early_stopping, max_epochs)
         callbacks.append(checkpoint)
     if on_epoch is not None:
         callbacks.append(_Progress(on_epoch))

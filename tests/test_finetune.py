@@ -95,3 +95,33 @@ def test_a_fine_tune_that_does_not_lower_the_validation_loss_is_undone():
     assert summary["val_loss"] > summary["val_loss_before"]
     after = _weights_by_path(model)
     assert all(np.array_equal(before[p], after[p]) for p in before)  # trained weights and BN statistics
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_fine_tune_resumes_from_its_store_checkpoint_like_an_uninterrupted_one(tmp_path):
+    from postergenre.storage import open_store
+    from postergenre.training import Checkpointer
+
+    train, val = _data(128, 1), _data(64, 2)  # unshuffled: every epoch sees the same order, so resume is exact
+    args = dict(kind="multiclass", top_blocks=1, learning_rate=1e-3, max_epochs=3, patience=5)
+    reference, ref_summary = fine_tune(_classifier(), train, val, **args)
+    store = open_store(f"file://{tmp_path}")
+
+    def kill_at_1(epoch, logs):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fine_tune(_classifier(), train, val, checkpoint=Checkpointer(store, "ft"), on_epoch=kill_at_1, **args)
+    assert store.get_json("ft/state.json")["epoch"] == 1
+    resumed, summary = fine_tune(_classifier(), train, val, checkpoint=Checkpointer(store, "ft"), **args)
+    assert summary["resumed_from_epoch"] == 2 and summary["history"] == ref_summary["history"]
+    for got, want in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    again, finished = fine_tune(_classifier(), train, val, checkpoint=Checkpointer(store, "ft"), **args)
+    assert finished["history"] == ref_summary["history"]  # a finished checkpoint trains nothing more
+    with pytest.raises(ValueError, match="different run"):
+        fine_tune(_classifier(), train, val, checkpoint=Checkpointer(store, "ft"), **{**args, "top_blocks": 2})

@@ -199,6 +199,7 @@ def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champi
     # Lite0 or EfficientNet would start from ImageNet features; this random tiny backbone gains from any tuning.
     assert outcome["fine_tuned"] is True and outcome["val_loss"] < outcome["val_loss_before"]
     assert outcome["trainable_layers"] == ["block3_conv"] and outcome["train_posters_per_second"] > 0
+    assert ctx.store.get_json(ctx.key("checkpoints", "genre-cnn-fine-tune", "state.json"))["finished"] is True
     candidate = ctx.store.get_json(ctx.key("candidates", CNN, "candidate.json"))
     assert candidate["fine_tune"]["val_loss"] == outcome["val_loss"]
     assert "## Fine-tune stage (genre-cnn)" in ctx.store.get_bytes(ctx.key("report.md")).decode()
@@ -230,3 +231,4 @@ def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champi
 
     train_step("run-ft", CNN, settings)  # re-training the candidate makes its fine-tune stale
     assert not ctx.store.exists(ctx.key("candidates", CNN, "fine_tune.json"))
+    assert not list(ctx.store.list(ctx.key("checkpoints", "genre-cnn-fine-tune") + "/"))
