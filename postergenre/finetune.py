@@ -18,7 +18,7 @@ from collections.abc import Callable
 import keras
 
 from postergenre.models import HeadKind, compile_head
-from postergenre.training import Checkpointer, ResumableEarlyStopping
+from postergenre.training import Checkpointer, EpochProgress, ResumableEarlyStopping
 
 _BLOCK = re.compile(r"conv\d+_block\d+|[^_]+")
 """A layer's block: ``block6h`` of ``block6h_se_reduce`` (EfficientNet, Lite0, tiny), ``conv5_block3`` of
@@ -91,15 +91,6 @@ class _EpochLog(keras.callbacks.Callback):
         self.history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, on_epoch: Callable[[int, dict], None]) -> None:
-        super().__init__()
-        self.on_epoch = on_epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
-
-
 def fine_tune(
     classifier: keras.Model,
     train,
@@ -128,7 +119,7 @@ def fine_tune(
     trainable = unfreeze_top(backbone, top_blocks)
     classifier.get_layer("head").trainable = True
     compile_head(classifier, kind, learning_rate=learning_rate)
-    classifier.optimizer.build(classifier.trainable_variables)  # so a checkpoint restores Adam's moments too
+    classifier.optimizer.build(classifier.trainable_variables)  # before fit: one trace of the step, not two
     before = classifier.evaluate(val, verbose=0, return_dict=True)
     start_weights = classifier.get_weights()
     config = {
@@ -154,7 +145,7 @@ def fine_tune(
             checkpoint.bind(config, history, stopping, max_epochs)
             callbacks.append(checkpoint)
         if on_epoch is not None:
-            callbacks.append(_Progress(on_epoch))
+            callbacks.append(EpochProgress(on_epoch))
         classifier.fit(
             train,
             validation_data=val,

@@ -492,33 +492,29 @@ def _splits(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 # ------------------------------------------------------------------------------------------------ fine-tune
 
 
-def _poster_datasets(
-    ctx: RunContext, classes: list[str]
-) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per split, an in-order tf.data of (poster, one-hot genre) plus a shuffled ``"fit"`` set of the train
-    split; the movie ids each in-order set yields (undecodable posters left out) and their class indices."""
+def _poster_split(
+    ctx: RunContext,
+    labels: pd.DataFrame,
+    targets: np.ndarray,
+    paths: dict[int, Path],
+    split: str,
+    shuffle_seed: int | None = None,
+) -> tuple[object, np.ndarray, np.ndarray]:
+    """A tf.data of (poster, one-hot genre) over ``split``, in label order unless ``shuffle_seed`` is given,
+    with the movie ids of the rows it keeps (undecodable posters left out) and their class indices."""
     from postergenre.images import make_dataset
-    from postergenre.labels import one_hot
 
-    cfg = ctx.config
-    labels = load_labels(ctx.store, cfg.snapshot_id, cfg.seed)
-    targets = one_hot(labels["genre"].astype(str), classes).astype(np.float32)
-    all_ids = labels["movie_id"].to_numpy(np.int64)
-    paths = _poster_paths(ctx, all_ids)
-    splits = labels["split"].astype(str).to_numpy()
-    datasets, ids, truth = {}, {}, {}
-    for split, shuffle in (*((s, None) for s in SPLITS), ("fit", cfg.seed)):
-        rows = np.flatnonzero(splits == ("train" if split == "fit" else split))
-        datasets[split], stats = make_dataset(
-            [paths[int(i)] for i in all_ids[rows]],
-            targets[rows],
-            image_size=cfg.image_size,
-            batch_size=cfg.batch_size,
-            shuffle_seed=shuffle,
-        )
-        ids[split] = all_ids[rows][stats.kept_mask()]
-        truth[split] = np.argmax(targets[rows][stats.kept_mask()], axis=1)
-    return datasets, ids, truth
+    rows = np.flatnonzero(labels["split"].astype(str).to_numpy() == split)
+    ids = labels["movie_id"].to_numpy(np.int64)[rows]
+    dataset, stats = make_dataset(
+        [paths[int(i)] for i in ids],
+        targets[rows],
+        image_size=ctx.config.image_size,
+        batch_size=ctx.config.batch_size,
+        shuffle_seed=shuffle_seed,
+    )
+    kept = stats.kept_mask()
+    return dataset, ids[kept], np.argmax(targets[rows][kept], axis=1)
 
 
 def _fine_tune_checkpoints(ctx: RunContext) -> str:
@@ -548,8 +544,14 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
         return ctx.store.get_json(result_key)
     except NotFound:
         pass
+    from postergenre.labels import one_hot
+
     classes = _classes(ctx)
-    datasets, ids, truth = _poster_datasets(ctx, classes)
+    labels = load_labels(ctx.store, cfg.snapshot_id, cfg.seed)
+    targets = one_hot(labels["genre"].astype(str), classes).astype(np.float32)
+    paths = _poster_paths(ctx, labels["movie_id"].to_numpy(np.int64))  # fetched once per worker
+    fit_set, train_ids, _ = _poster_split(ctx, labels, targets, paths, "train", shuffle_seed=cfg.seed)
+    val_set, val_ids, val_truth = _poster_split(ctx, labels, targets, paths, "val")
     with tempfile.TemporaryDirectory() as tmp:
         head_path = Path(tmp) / "head.keras"
         ctx.store.download_file(ctx.key("candidates", CNN, "head.keras"), head_path)
@@ -559,8 +561,8 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
         )
         model, summary = fine_tune(
             build_classifier(backbone, head),
-            datasets["fit"],
-            datasets["val"],
+            fit_set,
+            val_set,
             kind="multiclass",
             top_blocks=cfg.fine_tune_blocks,
             learning_rate=cfg.fine_tune_learning_rate,
@@ -571,13 +573,19 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
         )
         epochs_here = summary["epochs_run"] - (summary["resumed_from_epoch"] or 0)
         summary["train_posters_per_second"] = (
-            round(len(ids["train"]) * epochs_here / summary["seconds"], 1) if epochs_here else None
+            round(len(train_ids) * epochs_here / summary["seconds"], 1) if epochs_here else None
         )
-        if summary["pays"]:
-            probabilities = {split: model.predict(datasets[split], verbose=0) for split in SPLITS}
+        if summary["pays"]:  # the candidate's metrics and predictions, from the fine-tuned model on posters
+            in_order = {
+                "train": _poster_split(ctx, labels, targets, paths, "train"),
+                "val": (val_set, val_ids, val_truth),
+                "test": _poster_split(ctx, labels, targets, paths, "test"),
+            }
+            probabilities = {split: model.predict(ds, verbose=0) for split, (ds, _, _) in in_order.items()}
             candidate = ctx.store.get_json(ctx.key("candidates", CNN, "candidate.json"))
             candidate["metrics"] = {
-                split: multiclass_metrics(truth[split], probabilities[split], classes) for split in SPLITS
+                split: multiclass_metrics(truth, probabilities[split], classes)
+                for split, (_, _, truth) in in_order.items()
             }
             model_path = Path(tmp) / "model.keras"
             _save_keras(model, model_path)
@@ -585,9 +593,9 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
             ctx.store.put_bytes(
                 ctx.key("candidates", CNN, "predictions.npz"),
                 _npz_bytes(
-                    val_ids=ids["val"],
+                    val_ids=val_ids,
                     val=probabilities["val"],
-                    test_ids=ids["test"],
+                    test_ids=in_order["test"][1],
                     test=probabilities["test"],
                 ),
             )

@@ -145,7 +145,7 @@ class _Hooks(keras.callbacks.Callback):
         self.history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
-class _Progress(keras.callbacks.Callback):
+class EpochProgress(keras.callbacks.Callback):
     """Calls ``on_epoch(epoch, logs)``; runs last, after the epoch's checkpoint is written."""
 
     def __init__(self, on_epoch: EpochHook) -> None:
@@ -239,7 +239,9 @@ class Checkpointer(keras.callbacks.Callback):
             raise ValueError(
                 f"checkpoint {self.state_key} belongs to a different run: {state['config']} != {config}"
             )
-        folder = state["folder"]  # fit_head built the optimizer, so load_weights restores Adam's moments too
+        folder = state["folder"]
+        if not model.optimizer.built:  # an unbuilt optimizer would leave Adam's moments out of load_weights
+            model.optimizer.build(model.trainable_variables)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.weights.h5"
             path.write_bytes(self.store.get_bytes(f"{folder}/model.weights.h5"))
@@ -356,7 +358,7 @@ def fit_head(
         checkpoint.bind(config, history, early_stopping, max_epochs)
         callbacks.append(checkpoint)
     if on_epoch is not None:
-        callbacks.append(_Progress(on_epoch))
+        callbacks.append(EpochProgress(on_epoch))
     initial_epoch = resume.epoch + 1 if resume else 0
     head.fit(
         train,

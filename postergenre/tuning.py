@@ -103,7 +103,8 @@ def plan_trials(
 
     ``hyperband``: ``n`` is the number of configurations sampled. They fill Hyperband's brackets
     (``hyperband_schedule``, at most ``max_rounds`` rounds each) in order, repeating the brackets as further
-    Hyperband iterations; the last bracket may be cut short, and then each of its rounds keeps ``max(1, m // factor**i)`` of its ``m`` configurations.
+    Hyperband iterations; the last bracket may be cut short, and then each of its rounds keeps
+    ``max(1, m // factor**i)`` of its ``m`` configurations.
     Simplification, to keep every trial an independent task: each round of a bracket is its own set of trials
     (with ``"bracket"`` and ``"round"`` keys and that round's epoch budget) that trains from scratch. Only round
     0 has its hyperparameters; later rounds have ``"hp": None`` until the caller's select step fills them with
