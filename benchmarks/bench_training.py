@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     from postergenre.images import make_dataset
     from postergenre.labels import one_hot
     from postergenre.models import build_backbone, build_classifier, build_head, compile_head
-    from postergenre.pipeline import data_store, ingest_snapshot, prepare_dataset
+    from postergenre.resources import data_store
+    from postergenre.steps.ingest import ingest_snapshot
+    from postergenre.steps.prepare import prepare_dataset
     from postergenre.synth import generate_snapshot
     from postergenre.training import binary_data, fit_head, multiclass_data
     from postergenre.tuning import plan_trials

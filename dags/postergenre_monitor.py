@@ -51,7 +51,7 @@ def postergenre_monitor():
     @task
     def ingest() -> dict:
         """Publish the export as a snapshot and record it; returns the ingest summary (counts, ids)."""
-        from postergenre.pipeline import ingest_snapshot
+        from postergenre.steps.ingest import ingest_snapshot
 
         context = get_current_context()
         source = context["params"]["source"]
@@ -62,7 +62,7 @@ def postergenre_monitor():
 
     @task
     def drift_vs_previous(ingested: dict) -> dict:
-        from postergenre.pipeline import compute_drift
+        from postergenre.steps.drift import compute_drift
 
         result = compute_drift(ingested["snapshot_id"], kind="previous", settings=task_settings())
         return drift_summary(result, "previous")
@@ -70,8 +70,8 @@ def postergenre_monitor():
     @task
     def drift_vs_champion(ingested: dict) -> dict:
         """Drift against the champion's training snapshot (``lineage.snapshot_id`` of its version)."""
-        from postergenre.pipeline import compute_drift
         from postergenre.registry import get_champion, show_version
+        from postergenre.steps.drift import compute_drift
         from postergenre.storage import open_store
 
         settings = task_settings()

@@ -230,8 +230,9 @@ def postergenre_retrain():
     @task
     def resolve_inputs(trigger: dict) -> dict:
         """The snapshot to train on: ingested from ``source``, requested, the alert's, or the newest."""
-        from postergenre.pipeline import data_store, ingest_snapshot
+        from postergenre.resources import data_store
         from postergenre.snapshots import load_manifest
+        from postergenre.steps.ingest import ingest_snapshot
         from postergenre.storage import NotFound
 
         context = get_current_context()
@@ -258,7 +259,7 @@ def postergenre_retrain():
 
     @task
     def prepare(inputs: dict) -> dict:
-        from postergenre.pipeline import prepare_dataset
+        from postergenre.steps.prepare import prepare_dataset
 
         seed = get_current_context()["params"]["seed"]
         return prepare_dataset(inputs["snapshot_id"], seed=seed, settings=task_settings())

@@ -135,7 +135,7 @@ def ingest_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Validate an export and publish it as an immutable snapshot in the store (quarantining bad input)."""
-    from postergenre.pipeline import ingest_snapshot
+    from postergenre.steps.ingest import ingest_snapshot
 
     _run(as_json, lambda: ingest_snapshot(source, snapshot_id=snapshot, progress=_progress()))
 
@@ -147,7 +147,7 @@ def prepare(
     as_json: JsonFlag = False,
 ) -> None:
     """Label processing of the method report: collapse, balance, 70/15/15 split, one-hot, OvA sets."""
-    from postergenre.pipeline import prepare_dataset
+    from postergenre.steps.prepare import prepare_dataset
 
     _run(as_json, lambda: prepare_dataset(snapshot, seed=seed))
 
@@ -162,7 +162,7 @@ def drift(
 ) -> None:
     """Genre-distribution drift (JS distance, PSI, L-inf, chi-square, per-genre tests) and its severity."""
     from postergenre.drift import render_text
-    from postergenre.pipeline import compute_drift
+    from postergenre.steps.drift import compute_drift
 
     _run(
         as_json,
@@ -174,7 +174,7 @@ def drift(
 @app.command()
 def snapshots(as_json: JsonFlag = False) -> None:
     """List the published snapshots in the store."""
-    from postergenre.pipeline import data_store
+    from postergenre.resources import data_store
     from postergenre.snapshots import list_snapshots
 
     _run(
@@ -362,8 +362,9 @@ def run_cmd(
     """The whole retrain in-process: ingest (with --source), prepare, embed, tune, train, evaluate, promote, report."""
     from datetime import UTC, datetime
 
-    from postergenre.pipeline import ingest_snapshot, prepare_dataset
     from postergenre.retrain import RetrainConfig, run_retrain
+    from postergenre.steps.ingest import ingest_snapshot
+    from postergenre.steps.prepare import prepare_dataset
 
     def step():
         settings = get_settings()
@@ -515,7 +516,9 @@ def demo(
 ) -> None:
     """The main job on the embedded default: two synthetic snapshots -> ingest -> labels -> drift -> tuning,
     the CNN and 19 OvA members -> champion vs challenger -> registry -> a prediction."""
-    from postergenre.pipeline import compute_drift, ingest_snapshot, prepare_dataset
+    from postergenre.steps.drift import compute_drift
+    from postergenre.steps.ingest import ingest_snapshot
+    from postergenre.steps.prepare import prepare_dataset
     from postergenre.synth import generate_snapshot
 
     def step():
@@ -554,7 +557,7 @@ def demo(
             run_id = f"demo-2-{backbone}-{config.image_size}px"
             steps["retrain"] = run_retrain(run_id, config, actor="postergenre demo")
             from postergenre.datasets import load_labels
-            from postergenre.pipeline import data_store
+            from postergenre.resources import data_store
 
             labels = load_labels(data_store(settings), "demo-2", settings.seed)
             movie_id = int(

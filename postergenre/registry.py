@@ -124,12 +124,12 @@ def model_key(name: str) -> str:
 
 def ova_model_name(genre: str) -> str:
     """Registry name of the one-vs-all model of a genre, e.g. ``genre-ova/science-fiction``."""
-    from postergenre.genres import normalise_genre
+    from postergenre import genres
 
-    canonical = normalise_genre(genre)
-    if canonical is None:
-        raise InvalidName(f"unknown genre {genre!r}")
-    return model_key(f"genre-ova/{canonical}")
+    try:
+        return model_key(genres.ova_model_name(genre))
+    except ValueError as exc:
+        raise InvalidName(str(exc)) from None
 
 
 def run_version_id(run_id: str) -> str:

@@ -114,8 +114,8 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     from postergenre import db, registry
     from postergenre.config import Settings
     from postergenre.dag_support import trial_label
-    from postergenre.pipeline import ingest_snapshot
     from postergenre.retrain import CNN, all_targets, registry_name, target_slug
+    from postergenre.steps.ingest import ingest_snapshot
     from postergenre.storage import open_store
     from postergenre.synth import generate_snapshot
 

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from postergenre import registry
 from postergenre.config import Settings, get_settings
 from postergenre.genres import GENRES
-from postergenre.pipeline import compute_drift, ingest_snapshot
 from postergenre.snapshots import load_manifest
+from postergenre.steps.drift import compute_drift
+from postergenre.steps.ingest import ingest_snapshot
 from postergenre.storage import open_store
 from postergenre.synth import generate_snapshot
 from postergenre.webapp import Threshold, create_app, line_chart_svg, markdown_to_html

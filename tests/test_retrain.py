@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 from postergenre import registry
 from postergenre.cli import app
 from postergenre.config import Settings
-from postergenre.pipeline import ingest_snapshot, prepare_dataset
 from postergenre.retrain import (
     CNN,
     RetrainConfig,
@@ -28,6 +27,8 @@ from postergenre.retrain import (
     train_step,
     trial_step,
 )
+from postergenre.steps.ingest import ingest_snapshot
+from postergenre.steps.prepare import prepare_dataset
 from postergenre.storage import open_store
 from postergenre.synth import generate_snapshot
 
