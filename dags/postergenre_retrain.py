@@ -311,9 +311,9 @@ def postergenre_retrain():
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def halving(retrain_id: str, round_index: int) -> list[dict]:
         """Hyperband's next round: each bracket's best trials of the previous round, with more epochs."""
-        from postergenre.retrain import round_step
+        from postergenre.retrain import halving_step
 
-        return round_step(retrain_id, round_index, task_settings())
+        return halving_step(retrain_id, round_index, task_settings())
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def select(retrain_id: str) -> dict:

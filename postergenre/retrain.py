@@ -266,15 +266,15 @@ def _binary_data(ctx: RunContext, genre: str, features=None):
 def plan_step(run_id: str, settings: Settings | None = None) -> list[dict]:
     """Sample the run's trials up front (reproducible from the seed); returns round 0, the first fan-out.
 
-    Random search has only round 0. Hyperband's later rounds get their hyperparameters from ``round_step``.
+    Random search has only round 0. Hyperband's later rounds get their hyperparameters from ``halving_step``.
     """
-    from postergenre.tuning import next_round, plan_trials
+    from postergenre.tuning import halving_round, plan_trials
 
     ctx = load_run(run_id, settings)
     cfg = ctx.config
     trials = plan_trials(cfg.n_trials, cfg.seed, method=cfg.tuning, max_epochs=cfg.max_epochs)
     ctx.store.put_json(ctx.key("plan.json"), trials)
-    return next_round(trials, [], 0)
+    return halving_round(trials, [], 0)
 
 
 def _trial_results(ctx: RunContext, trials: list[dict]) -> tuple[list[dict], list[str]]:
@@ -288,10 +288,10 @@ def _trial_results(ctx: RunContext, trials: list[dict]) -> tuple[list[dict], lis
     return results, missing
 
 
-def round_step(run_id: str, round_index: int, settings: Settings | None = None) -> list[dict]:
+def halving_step(run_id: str, round_index: int, settings: Settings | None = None) -> list[dict]:
     """The trials of successive-halving round ``round_index`` (>= 1), each with the hyperparameters promoted
     from the previous round of its Hyperband bracket; empty for random search or past the last round."""
-    from postergenre.tuning import next_round, round_of
+    from postergenre.tuning import halving_round, round_of
 
     if round_index < 1:
         raise ValueError("round 0 is planned by plan_step")
@@ -304,7 +304,7 @@ def round_step(run_id: str, round_index: int, settings: Settings | None = None) 
         raise RuntimeError(
             f"run {ctx.run_id}: round {round_index - 1} trials {', '.join(missing)} have no result"
         )
-    trials = next_round(plan, results, round_index)
+    trials = halving_round(plan, results, round_index)
     ctx.store.put_json(ctx.key("rounds", f"{round_index}.json"), trials)
     return trials
 
@@ -326,7 +326,7 @@ def run_tuning(run_id: str, settings: Settings | None = None, on_trial=None) -> 
     results = []
     for round_index in range(MAX_ROUNDS):
         trials = (
-            plan_step(run_id, settings) if round_index == 0 else round_step(run_id, round_index, settings)
+            plan_step(run_id, settings) if round_index == 0 else halving_step(run_id, round_index, settings)
         )
         for trial in trials:
             results.append(trial_step(run_id, trial, settings))

@@ -108,7 +108,7 @@ def plan_trials(
     Simplification, to keep every trial an independent task: each round of a bracket is its own set of trials
     (with ``"bracket"`` and ``"round"`` keys and that round's epoch budget) that trains from scratch. Only round
     0 has its hyperparameters; later rounds have ``"hp": None`` until the caller's select step fills them with
-    ``promote`` (or ``next_round``) from the previous round's results (successive halving done by the
+    ``survivors`` (or ``halving_round``) from the previous round's results (successive halving done by the
     orchestrator, one fan-out per round).
     """
     if n < 1:
@@ -157,22 +157,22 @@ def select_best(results: Sequence[dict]) -> dict:
     return min(results, key=_rank)
 
 
-def promote(plan: Sequence[dict], results: Sequence[dict], *, bracket: int, round_index: int) -> list[dict]:
+def survivors(plan: Sequence[dict], results: Sequence[dict], *, bracket: int, round_index: int) -> list[dict]:
     """Hyperband's successive-halving step: round ``round_index + 1`` of ``bracket`` with its hyperparameters.
 
     The ``k`` trials of the next round take the hyperparameters of the ``k`` best results (``select_best``'s
     order) of round ``round_index``; every trial of that round must have a result.
     """
     this_round = [t for t in plan if t.get("bracket") == bracket and t.get("round") == round_index]
-    next_round = [t for t in plan if t.get("bracket") == bracket and t.get("round") == round_index + 1]
-    if not this_round or not next_round:
+    following = [t for t in plan if t.get("bracket") == bracket and t.get("round") == round_index + 1]
+    if not this_round or not following:
         raise ValueError(f"bracket {bracket} has no rounds {round_index} and {round_index + 1}")
     by_id = {r["trial_id"]: r for r in results}
     missing = [t["trial_id"] for t in this_round if t["trial_id"] not in by_id]
     if missing:
         raise ValueError(f"round {round_index} of bracket {bracket} is not finished: {', '.join(missing)}")
     ranked = sorted((by_id[t["trial_id"]] for t in this_round), key=_rank)
-    return [{**t, "hp": dict(r["hp"])} for t, r in zip(next_round, ranked, strict=False)]
+    return [{**t, "hp": dict(r["hp"])} for t, r in zip(halving_round, ranked, strict=False)]
 
 
 def round_of(trial: dict) -> int:
@@ -180,16 +180,16 @@ def round_of(trial: dict) -> int:
     return int(trial.get("round", 0))
 
 
-def next_round(plan: Sequence[dict], results: Sequence[dict], round_index: int) -> list[dict]:
+def halving_round(plan: Sequence[dict], results: Sequence[dict], round_index: int) -> list[dict]:
     """Every trial of round ``round_index`` with its hyperparameters, across all brackets.
 
-    Round 0 is planned up front; a later round promotes the best of the previous round of each bracket that has
-    one (``promote``). Empty when no bracket reaches ``round_index`` (always so for random search).
+    Round 0 is planned up front; a later round keeps the best of the previous round of each bracket that has
+    one (``survivors``). Empty when no bracket reaches ``round_index`` (always so for random search).
     """
     if round_index == 0:
         return [dict(t) for t in plan if round_of(t) == 0]
     brackets = sorted({t["bracket"] for t in plan if round_of(t) == round_index})
-    return [t for b in brackets for t in promote(plan, results, bracket=b, round_index=round_index - 1)]
+    return [t for b in brackets for t in survivors(plan, results, bracket=b, round_index=round_index - 1)]
 
 
 def run_trial(
@@ -211,7 +211,7 @@ def run_trial(
     if (store is None) != (result_key is None):
         raise ValueError("store and result_key go together")
     if trial.get("hp") is None:
-        raise ValueError(f"trial {trial['trial_id']} has no hyperparameters yet (promote it first)")
+        raise ValueError(f"trial {trial['trial_id']} has no hyperparameters yet (halve the previous round first)")
     if store is not None:
         try:
             return store.get_json(result_key)

@@ -15,10 +15,10 @@ from postergenre.retrain import (
     embed_step,
     evaluate_step,
     fine_tune_step,
+    halving_step,
     load_run,
     plan_step,
     promote_step,
-    round_step,
     run_retrain,
     run_tuning,
     select_step,
@@ -182,13 +182,13 @@ def test_hyperband_rounds_retrain_each_brackets_best_with_more_epochs(world):
         previous = [r for r, t in zip(results, plan, strict=True) if t["round"] == round_index - 1]
         promoted = next(r for r, t in zip(results, plan, strict=True) if t["round"] == round_index)
         assert promoted["hp"] == min(previous, key=lambda r: r["val_loss"])["hp"]
-    assert round_step("run-hb", 3, settings) == []  # past the plan's last round
+    assert halving_step("run-hb", 3, settings) == []  # past the plan's last round
     assert select_step("run-hb", settings) == min(results, key=lambda r: (r["val_loss"], r["trial_id"]))
 
     start_run("run-hb2", RetrainConfig(**{**CONFIG, "tuning": "hyperband", "n_trials": 4, "max_epochs": 9}), settings)
     plan_step("run-hb2", settings)
     with pytest.raises(RuntimeError, match="round 0 trials t000, t001, t002, t003 have no result"):
-        round_step("run-hb2", 1, settings)
+        halving_step("run-hb2", 1, settings)
 
 
 def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champion(world, monkeypatch):

@@ -11,10 +11,10 @@ from postergenre.training import HeadData
 from postergenre.tuning import (
     hyperband_schedule,
     plan_trials,
-    promote,
     run_trial,
     search_space,
     select_best,
+    survivors,
 )
 
 UNITS = list(range(64, 513, 64))
@@ -79,18 +79,18 @@ def test_hyperband_plan_budgets():
     assert sum(r[0]["configs"] for r in schedule) < n and len({t["bracket"] for t in plan}) > len(schedule)
 
 
-def test_promote_fills_the_next_round_with_the_best_of_this_one():
+def test_survivors_fill_the_next_round_with_the_best_of_this_one():
     plan = plan_trials(9, seed=2, method="hyperband", max_epochs=9, factor=3)
     first = [t for t in plan if t["bracket"] == 0 and t["round"] == 0]
     results = [
         {"trial_id": t["trial_id"], "hp": t["hp"], "val_loss": float(9 - i)} for i, t in enumerate(first)
     ]
-    promoted = promote(plan, results, bracket=0, round_index=0)
-    assert len(promoted) == len(first) // 3
-    assert [t["hp"] for t in promoted] == [t["hp"] for t in first[::-1][: len(promoted)]]
-    assert all(t["round"] == 1 and t["epochs"] == 3 for t in promoted)
+    kept = survivors(plan, results, bracket=0, round_index=0)
+    assert len(kept) == len(first) // 3
+    assert [t["hp"] for t in kept] == [t["hp"] for t in first[::-1][: len(kept)]]
+    assert all(t["round"] == 1 and t["epochs"] == 3 for t in kept)
     with pytest.raises(ValueError, match="not finished"):
-        promote(plan, results[1:], bracket=0, round_index=0)
+        survivors(plan, results[1:], bracket=0, round_index=0)
     with pytest.raises(ValueError, match="no hyperparameters"):
         run_trial(plan[len(first)], None, seed=0, batch_size=8)
 
@@ -154,8 +154,8 @@ def test_orchestration_steps_do_not_load_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from postergenre.retrain import round_step, select_step; "
-            "from postergenre.tuning import next_round, select_best, hyperband_schedule; "
+    code = ("import sys; from postergenre.retrain import halving_step, select_step; "
+            "from postergenre.tuning import halving_round, select_best, hyperband_schedule; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
