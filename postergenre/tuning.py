@@ -172,7 +172,7 @@ def survivors(plan: Sequence[dict], results: Sequence[dict], *, bracket: int, ro
     if missing:
         raise ValueError(f"round {round_index} of bracket {bracket} is not finished: {', '.join(missing)}")
     ranked = sorted((by_id[t["trial_id"]] for t in this_round), key=_rank)
-    return [{**t, "hp": dict(r["hp"])} for t, r in zip(halving_round, ranked, strict=False)]
+    return [{**t, "hp": dict(r["hp"])} for t, r in zip(following, ranked, strict=False)]
 
 
 def round_of(trial: dict) -> int:
