@@ -21,28 +21,21 @@ never listed, shown or promotable. Before any file is written, ``claim.json`` (c
 of the whole content; a second writer with different content is refused before it can touch the first one's
 files, and the same content registered again is a no-op (Airflow retries).
 
-Champion. ``champion.json`` moves only in :func:`_move_champion`, a compare-and-swap on ``store.put_if``
-(create-only when absent, If-Match the etag otherwise) retried on PreconditionFailed with a fresh read and a
-re-check of the caller's expectation. The pointer carries a generation that grows by one per move and the log
-entry of that move. Log entries are separate immutable objects rather than a list inside the pointer, so the
-pointer stays a few hundred bytes however long the history (serving reads it on every model load). An entry
-is only ever written from a committed pointer: by the winner right after its CAS, and, create-only, by the
-next mover before its own CAS. Hence while the pointer is at generation g, entries 1..g-1 exist and entry g
-is in the pointer: the log is gap-free and never holds a move that lost its race.
+Champion. The champion pointer, its alias log and rollback live in :mod:`postergenre.champion` and are
+re-exported here (``registry.promote``, ``registry.rollback``, ``registry.history``, ...).
+
+Corruption. Every JSON file is read through one helper, so an unparsable or wrongly shaped file raises
+CorruptRegistry naming its URI, never a bare ``Expecting value`` or a KeyError.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import random
 import re
 import secrets
-import time
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -59,7 +52,6 @@ METADATA_FILES = ("claim.json", "metrics.json", "decision.json", "lineage.json")
 _RESERVED_SEGMENTS = {"versions", "aliases"}
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SEQ_RE = re.compile(r"^v(\d{4,})-")
-_MAX_CAS_ATTEMPTS = 200
 
 
 class RegistryError(Exception):
@@ -92,6 +84,10 @@ class NoRollbackTarget(RegistryError):
 
 class CorruptVersion(RegistryError):
     """A downloaded file does not match the digest recorded at registration."""
+
+
+class CorruptRegistry(RegistryError):
+    """A registry file is not valid JSON or not of the shape it must have; the message names the file."""
 
 
 class _Any(Enum):
@@ -145,22 +141,18 @@ def _check_version(version: str) -> None:
         raise InvalidName(f"invalid version id {version!r}")
 
 
-def _check_file_name(rel: str) -> None:
+def _file_name_problem(rel: str) -> bool:
     parts = rel.split("/")
-    if rel in METADATA_FILES or any(p in ("", ".", "..") for p in parts) or "\\" in rel or "\0" in rel:
+    return rel in METADATA_FILES or any(p in ("", ".", "..") for p in parts) or "\\" in rel or "\0" in rel
+
+
+def _check_file_name(rel: str) -> None:
+    if _file_name_problem(rel):
         raise InvalidName(f"invalid or reserved file name {rel!r}")
 
 
 def _version_prefix(key: str, version: str) -> str:
     return f"models/{key}/versions/{version}/"
-
-
-def _champion_key(key: str) -> str:
-    return f"models/{key}/champion.json"
-
-
-def _alias_key(key: str, generation: int) -> str:
-    return f"models/{key}/aliases/{generation:08d}.json"
 
 
 def _uri(store: ObjectStore, prefix: str) -> str:
@@ -176,6 +168,58 @@ def _iso(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     return when.astimezone(UTC).isoformat()
+
+
+# ---------------------------------------------------------------------------------------------- reading JSON
+
+
+def _parse_json(data: bytes, where: str) -> Any:
+    """Parse a registry file; a broken one is a CorruptRegistry that says which file (``where``) it is."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise CorruptRegistry(f"{where}: not valid JSON ({str(exc).splitlines()[0]})") from None
+
+
+def _read_json(store: ObjectStore, key: str) -> Any:
+    """``store.get_json`` naming the file on corruption; NotFound passes through for the caller to judge."""
+    return _parse_json(store.get_bytes(key), _uri(store, key))
+
+
+def _read_object(store: ObjectStore, key: str, problem: Callable[[Any], str | None]) -> dict:
+    """A JSON object whose shape ``problem`` accepts (it returns None) or a CorruptRegistry naming the file."""
+    obj = _read_json(store, key)
+    if reason := problem(obj):
+        raise CorruptRegistry(f"{_uri(store, key)}: {reason}")
+    return obj
+
+
+def _object_problem(obj: Any) -> str | None:
+    return None if isinstance(obj, dict) else f"expected a JSON object, found {type(obj).__name__}"
+
+
+def _claim_problem(claim: Any) -> str | None:
+    if not isinstance(claim, dict) or not isinstance(claim.get("content_sha256"), str):
+        return "not a version claim (no 'content_sha256' digest)"
+    return None
+
+
+def _record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a lineage.json written by :func:`register_version`, or None."""
+    if not isinstance(record, dict):
+        return f"not a version record: expected a JSON object, found {type(record).__name__}"
+    for field in ("registered_at", "content_sha256"):
+        if not isinstance(record.get(field), str):
+            return f"not a version record: '{field}' must be a string"
+    files = record.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
+        for f in files.values()
+    ):
+        return "not a version record: 'files' must map names to {size, sha256}"
+    if any(_file_name_problem(rel) for rel in files):
+        return "not a version record: 'files' holds a name outside the version folder"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- versions
@@ -213,7 +257,7 @@ def _claim(store: ObjectStore, prefix: str, digest: str, version: str) -> None:
     try:
         store.put_if(prefix + "claim.json", _dumps({"content_sha256": digest}), if_match=None)
     except PreconditionFailed:
-        held = store.get_json(prefix + "claim.json")["content_sha256"]
+        held = _read_object(store, prefix + "claim.json", _claim_problem)["content_sha256"]
         if held != digest:
             raise VersionConflict(f"version {version} already holds different content") from None
 
@@ -252,7 +296,7 @@ def register_version(
     digest = _content_digest(manifest_files, metrics, lineage)
 
     try:
-        committed = store.get_json(prefix + "lineage.json")
+        committed = _read_object(store, prefix + "lineage.json", _record_problem)
     except NotFound:
         _claim(store, prefix, digest, version)
         _write_payload(store, prefix, sources, metrics, decision)
@@ -268,7 +312,7 @@ def register_version(
         try:
             store.put_if(prefix + "lineage.json", _dumps(record), if_match=None)  # the commit
         except PreconditionFailed:  # an identical retry committed meanwhile
-            committed = store.get_json(prefix + "lineage.json")
+            committed = _read_object(store, prefix + "lineage.json", _record_problem)
         else:
             log.info("registered model version", name=key, version=version)
             return result
@@ -297,14 +341,14 @@ def _write_payload(
 def _read_record(store: ObjectStore, key: str, version: str) -> dict:
     _check_version(version)
     try:
-        return store.get_json(_version_prefix(key, version) + "lineage.json")
+        return _read_object(store, _version_prefix(key, version) + "lineage.json", _record_problem)
     except NotFound:
         raise NotRegistered(f"{key} has no registered version {version}") from None
 
 
 def _optional_json(store: ObjectStore, key: str) -> Any:
     try:
-        return store.get_json(key)
+        return _read_object(store, key, _object_problem)
     except NotFound:
         return None
 
@@ -317,7 +361,7 @@ def show_version(store: ObjectStore, name: str, version: str) -> dict:
     return {
         **record,
         "uri": _uri(store, prefix),
-        "metrics": store.get_json(prefix + "metrics.json"),
+        "metrics": _read_object(store, prefix + "metrics.json", _object_problem),
         "decision": _optional_json(store, prefix + "decision.json"),
     }
 
@@ -360,7 +404,7 @@ def list_versions(store: ObjectStore, name: str) -> list[dict]:
                 "version": version,
                 "registered_at": record["registered_at"],
                 "uri": _uri(store, prefix),
-                "metrics": store.get_json(prefix + "metrics.json"),
+                "metrics": _read_object(store, prefix + "metrics.json", _object_problem),
             }
         )
     return sorted(rows, key=lambda r: (r["registered_at"], r["version"]))
@@ -384,183 +428,14 @@ def download_version(store: ObjectStore, name: str, version: str, dest: Path) ->
 
 # ---------------------------------------------------------------------------------------------- champion
 
-
-def _read_pointer(store: ObjectStore, key: str) -> tuple[dict | None, str | None]:
-    try:
-        data, etag = store.get_with_etag(_champion_key(key))
-    except NotFound:
-        return None, None
-    return json.loads(data), etag
+_CHAMPION_API = ("champion_at", "get_champion", "history", "promote", "rollback", "rollback_target")
 
 
-def _write_entry(store: ObjectStore, key: str, entry: dict) -> None:
-    """Materialise a committed log entry; create-only, so a second writer of the same entry is harmless."""
-    with contextlib.suppress(PreconditionFailed):
-        store.put_if(_alias_key(key, entry["generation"]), _dumps(entry), if_match=None)
+def __getattr__(name: str) -> Any:
+    """``registry.promote`` & co. come from :mod:`postergenre.champion`, imported on first use: it builds on
+    this module, so importing it here at load time would be circular."""
+    if name in _CHAMPION_API:
+        from postergenre import champion
 
-
-def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
-
-
-def _move_champion(
-    store: ObjectStore,
-    key: str,
-    version: str,
-    *,
-    action: str,
-    actor: str,
-    reason: str,
-    decision: dict | None,
-    expected_current: str | None | _Any,
-    clock: Clock,
-) -> dict:
-    """The only writer of champion.json: compare-and-swap, retried with a re-read and re-check."""
-    _read_record(store, key, version)  # refuses unregistered versions
-    decision_key = _version_prefix(key, version) + "decision.json"
-    decision_ref = _uri(store, decision_key) if store.exists(decision_key) else None
-    for attempt in range(_MAX_CAS_ATTEMPTS):
-        pointer, etag = _read_pointer(store, key)
-        current = pointer["version"] if pointer else None
-        if current == version:
-            return {**pointer, "changed": False}
-        if expected_current is not ANY and current != expected_current:
-            raise ChampionChanged(f"{key}: champion is {current}, expected {expected_current}")
-        if pointer:
-            _write_entry(store, key, pointer["entry"])  # keeps entries 1..g-1 present before g exists
-        now = datetime.fromisoformat(_iso(clock()))
-        if pointer:  # log times never go backwards, even with skewed clocks
-            now = max(now, datetime.fromisoformat(pointer["since"]))
-        generation = (pointer["generation"] if pointer else 0) + 1
-        entry = {
-            "generation": generation,
-            "action": action,
-            "from_version": current,
-            "to_version": version,
-            "actor": actor,
-            "reason": reason,
-            "time": _iso(now),
-            "decision": decision,
-            "decision_ref": decision_ref,
-        }
-        new = {
-            "name": key,
-            "version": version,
-            "generation": generation,
-            "since": entry["time"],
-            "entry": entry,
-        }
-        try:
-            store.put_if(_champion_key(key), _dumps(new), if_match=etag)
-        except PreconditionFailed:
-            _backoff(attempt)
-            continue
-        _write_entry(store, key, entry)
-        log.info(
-            "champion moved",
-            name=key,
-            action=action,
-            generation=generation,
-            to_version=version,
-            from_version=current,
-            actor=actor,
-        )
-        return {**new, "changed": True}
-    raise ChampionContention(f"{key}: champion CAS lost {_MAX_CAS_ATTEMPTS} times in a row")
-
-
-def get_champion(store: ObjectStore, name: str) -> dict | None:
-    """The current champion pointer ``{name, version, generation, since, entry}``, or None."""
-    return _read_pointer(store, model_key(name))[0]
-
-
-def promote(
-    store: ObjectStore,
-    name: str,
-    version: str,
-    *,
-    actor: str,
-    reason: str,
-    decision: dict | None = None,
-    expected_current: str | None | _Any = ANY,
-    clock: Clock = utcnow,
-) -> dict:
-    """Make ``version`` the champion; returns the new pointer plus ``changed``.
-
-    ``expected_current`` (a version id, or None for "no champion yet") makes the move conditional: if the
-    champion is something else, ChampionChanged is raised and nothing changes. Promoting the current champion
-    is a no-op (``changed: False``), so retried tasks do not add log entries.
-    """
-    return _move_champion(
-        store,
-        model_key(name),
-        version,
-        action="promote",
-        actor=actor,
-        reason=reason,
-        decision=decision,
-        expected_current=expected_current,
-        clock=clock,
-    )
-
-
-def rollback(
-    store: ObjectStore,
-    name: str,
-    *,
-    to_version: str | None = None,
-    actor: str,
-    reason: str,
-    clock: Clock = utcnow,
-) -> dict:
-    """Move the champion back, by default to the version it replaced (``from_version`` of the last move).
-
-    The move is conditional on the champion read here, so a concurrent promotion is never rolled back blindly.
-    """
-    key = model_key(name)
-    pointer, _ = _read_pointer(store, key)
-    if pointer is None:
-        raise NoRollbackTarget(f"{key} has no champion to roll back")
-    target = to_version or pointer["entry"]["from_version"]
-    if target is None:
-        raise NoRollbackTarget(f"{key}: champion {pointer['version']} has no predecessor")
-    return _move_champion(
-        store,
-        key,
-        target,
-        action="rollback",
-        actor=actor,
-        reason=reason,
-        decision=None,
-        expected_current=pointer["version"],
-        clock=clock,
-    )
-
-
-def history(store: ObjectStore, name: str) -> list[dict]:
-    """The alias log, generation 1 first."""
-    key = model_key(name)
-    pointer, _ = _read_pointer(store, key)
-    if pointer is None:
-        return []
-
-    def read(generation: int) -> dict:
-        try:
-            return store.get_json(_alias_key(key, generation))
-        except NotFound:
-            raise RegistryError(f"{key}: alias log entry {generation} is missing") from None
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        entries: Iterator[dict] = pool.map(read, range(1, pointer["generation"]))
-        return [*entries, pointer["entry"]]
-
-
-def champion_at(store: ObjectStore, name: str, when: datetime) -> str | None:
-    """The version that was champion at ``when`` (timezone-aware), or None before the first promotion."""
-    instant = datetime.fromisoformat(_iso(when))
-    champion = None
-    for entry in history(store, name):
-        if datetime.fromisoformat(entry["time"]) > instant:
-            break
-        champion = entry["to_version"]
-    return champion
+        return getattr(champion, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -307,3 +307,154 @@ def test_racing_promoter_processes_on_file_store(tmp_path):
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         results = pool.map(_process_worker, jobs)
     _assert_consistent_log(store, "genre-cnn", sum(results))
+
+
+def _three_promotions(store):
+    versions = [_register(store, tag=t)["version"] for t in ("v1", "v2", "v3")]
+    for v in versions:
+        reg.promote(store, "genre-cnn", v, actor="x", reason="r")
+    return versions
+
+
+def test_rolling_back_twice_goes_further_back_never_to_the_bad_model(store):
+    v1, v2, v3 = _three_promotions(store)
+    assert reg.rollback(store, "genre-cnn", actor="ops", reason="v3 regressed")["version"] == v2
+    second = reg.rollback(store, "genre-cnn", actor="ops", reason="v2 too")
+    assert second["changed"] and second["version"] == v1  # before v2's promotion, not back to v3
+    with pytest.raises(reg.NoRollbackTarget, match="name one with --to"):
+        reg.rollback(store, "genre-cnn", actor="ops", reason="nothing before v1")
+    moves = [(e["action"], e["from_version"], e["to_version"]) for e in reg.history(store, "genre-cnn")]
+    assert moves[3:] == [("rollback", v3, v2), ("rollback", v2, v1)]
+    # Naming a rolled-back version explicitly still restores it.
+    assert reg.rollback(store, "genre-cnn", to_version=v3, actor="ops", reason="fixed")["version"] == v3
+    _assert_consistent_log(store, "genre-cnn", 6)
+
+
+def test_rollback_skips_versions_rolled_back_from_unless_promoted_again(store):
+    v1, v2, v3 = _three_promotions(store)
+    reg.rollback(store, "genre-cnn", to_version=v1, actor="ops", reason="v3 and v2 both bad")
+    v4 = _register(store, tag="v4")["version"]
+    reg.promote(store, "genre-cnn", v4, actor="x", reason="r")
+    assert reg.rollback(store, "genre-cnn", actor="ops", reason="v4 bad")["version"] == v1
+    reg.promote(store, "genre-cnn", v3, actor="x", reason="v3 fixed and promoted again")
+    assert reg.rollback(store, "genre-cnn", actor="ops", reason="v3 bad after all")["version"] == v1
+    assert reg.rollback_target([*reg.history(store, "genre-cnn")[:3]]) == v2  # pure: the log is enough
+
+
+@pytest.fixture
+def paused_rollback(monkeypatch):
+    """Holds the rollback running in the thread named 'slow' between choosing its target and its CAS."""
+    from postergenre import champion
+
+    reached, release = threading.Event(), threading.Event()
+    real = champion._move_champion
+
+    def move(*args, **kwargs):
+        if threading.current_thread().name == "slow":
+            reached.set()
+            assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(champion, "_move_champion", move)
+    return reached, release
+
+
+def _start_slow(fn):
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = fn()
+        except Exception as exc:  # handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="slow")
+    thread.start()
+    return thread, outcome
+
+
+def test_a_concurrent_second_rollback_is_a_noop_that_says_so(store, paused_rollback):
+    reached, release = paused_rollback
+    v1, v2, v3 = _three_promotions(store)
+    thread, slow = _start_slow(lambda: reg.rollback(store, "genre-cnn", actor="a", reason="v3 bad"))
+    assert reached.wait(30)  # the slow one has read champion v3 and chosen v2
+    assert reg.rollback(store, "genre-cnn", actor="b", reason="v3 bad")["version"] == v2
+    release.set()
+    thread.join(30)
+    assert not slow["result"]["changed"] and slow["result"]["version"] == v2
+    assert "concurrent" in slow["result"]["note"]
+    assert [e["action"] for e in reg.history(store, "genre-cnn")] == ["promote"] * 3 + ["rollback"]
+    _assert_consistent_log(store, "genre-cnn", 4)
+
+
+def test_a_stale_rollback_is_refused_even_when_the_champion_came_back(store, paused_rollback):
+    reached, release = paused_rollback
+    v1, v2, v3 = _three_promotions(store)
+    thread, slow = _start_slow(lambda: reg.rollback(store, "genre-cnn", actor="a", reason="v3 bad"))
+    assert reached.wait(30)
+    reg.rollback(store, "genre-cnn", actor="b", reason="v3 bad")
+    reg.promote(store, "genre-cnn", v3, actor="c", reason="v3 fixed")  # champion v3 again, generation 5
+    release.set()
+    thread.join(30)
+    assert isinstance(slow["error"], reg.ChampionChanged) and "moved meanwhile" in str(slow["error"])
+    assert reg.get_champion(store, "genre-cnn")["version"] == v3
+    _assert_consistent_log(store, "genre-cnn", 5)
+
+
+CORRUPT_JSON = [b"", b"{not json", b"\xff\xfe\x00garbage"]
+WRONG_SHAPE_POINTERS = [
+    b"[]",
+    b'"genre-cnn"',
+    b'{"version": 3}',
+    b'{"version": "v1", "generation": 1, "since": "yesterday", "entry": {}}',
+    b'{"version": "a", "generation": true, "since": "2026-11-24T10:00:00+00:00", "entry": {}}',
+]
+
+
+@pytest.mark.parametrize("data", CORRUPT_JSON + WRONG_SHAPE_POINTERS)
+def test_a_corrupt_champion_pointer_is_a_one_line_error_naming_the_file(store, data):
+    _three_promotions(store)
+    store.put_bytes("models/genre-cnn/champion.json", data)
+    for call in (
+        lambda: reg.get_champion(store, "genre-cnn"),
+        lambda: reg.history(store, "genre-cnn"),
+        lambda: reg.rollback(store, "genre-cnn", actor="ops", reason="r"),
+        lambda: reg.promote(store, "genre-cnn", reg.list_versions(store, "genre-cnn")[0]["version"], actor="x",
+                            reason="r"),
+    ):
+        with pytest.raises(reg.CorruptRegistry) as caught:
+            call()
+        message = str(caught.value)
+        assert "models/genre-cnn/champion.json" in message and "\n" not in message
+
+
+def test_pointer_entry_must_describe_the_move_to_it(store):
+    _three_promotions(store)
+    pointer = reg.get_champion(store, "genre-cnn")
+    pointer["entry"]["to_version"] = "someone-else"
+    store.put_json("models/genre-cnn/champion.json", pointer)
+    with pytest.raises(reg.CorruptRegistry, match="does not describe the move"):
+        reg.get_champion(store, "genre-cnn")
+
+
+@pytest.mark.parametrize(
+    ("file", "data"),
+    [("lineage.json", b"{oops"), ("lineage.json", b"[1, 2]"), ("lineage.json", b'{"files": {"../x": 1}}'),
+     ("metrics.json", b""), ("metrics.json", b"[]")],
+)
+def test_corrupt_version_files_name_the_file(store, file, data):
+    version = _register(store, version="run-1")["version"]
+    key = f"models/genre-cnn/versions/{version}/{file}"
+    store.put_bytes(key, data)
+    with pytest.raises(reg.CorruptRegistry, match=key):
+        reg.show_version(store, "genre-cnn", version)
+
+
+def test_corrupt_alias_log_entry_names_the_file(store):
+    _three_promotions(store)
+    store.put_bytes("models/genre-cnn/aliases/00000001.json", b'{"generation": 7}')
+    with pytest.raises(reg.CorruptRegistry, match="aliases/00000001.json"):
+        reg.history(store, "genre-cnn")
+    store.delete("models/genre-cnn/aliases/00000001.json")
+    with pytest.raises(reg.CorruptRegistry, match="entry 1 is missing"):
+        reg.history(store, "genre-cnn")
