@@ -41,14 +41,11 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from postergenre.dag_support import (
-    BACKBONES,
     GPU_POOL,
     RETRAIN_CRON_ENV,
     SNAPSHOT_ID_PATTERN,
     SNAPSHOTS_ASSET,
-    TUNING_METHODS,
     TUNING_ROUNDS,
-    WEIGHTS_PATTERN,
     PostergenreNotifier,
     check_retrain_params,
     default_args,
@@ -56,6 +53,8 @@ from postergenre.dag_support import (
     resolve_snapshot_id,
     retrain_trigger,
     run_actor,
+    run_params,
+    run_settings_from_params,
     select_targets,
     task_settings,
     trial_label,
@@ -84,63 +83,7 @@ PARAMS = {
             "ingested one. With a source, the id to ingest it under (empty: the run's date)."
         ),
     ),
-    "n_trials": Param(
-        4,
-        type="integer",
-        minimum=1,
-        title="Tuning trials",
-        description=(
-            "Hyperparameter sets tried on the head (units 64..512, dropout on/off), one mapped task each. "
-            "Hyperband: the configurations of its first round; later rounds re-train the best with more epochs."
-        ),
-    ),
-    "tuning": Param(
-        "random",
-        type="string",
-        enum=list(TUNING_METHODS),
-        title="Tuning method",
-        description=(
-            "random: every trial gets max_epochs. hyperband: brackets of successive halving (factor 3, at most "
-            f"{TUNING_ROUNDS} rounds), each round a fan-out of its own."
-        ),
-    ),
-    "max_epochs": Param(
-        20,
-        type="integer",
-        minimum=1,
-        title="Max epochs",
-        description="Epoch budget of every trial and of the final training (early stopping may end sooner).",
-    ),
-    "backbone": Param(
-        "efficientnetv2b0",
-        type="string",
-        enum=list(BACKBONES),
-        title="Backbone",
-        description=(
-            "Frozen feature extractor: efficientnetv2b0 (the report's), resnet50, lite0 (EfficientNet-Lite0, "
-            "ImageNet weights from the postergenre[lite0] package) or tiny (a small CNN for tests and demos)."
-        ),
-    ),
-    "weights": Param(
-        "imagenet",
-        type="string",
-        pattern=WEIGHTS_PATTERN,
-        title="Backbone weights",
-        description=(
-            "imagenet (Keras download), none (random), or a path / file:// / s3:// URI of a Keras .weights.h5 file."
-        ),
-    ),
-    "image_size": Param(
-        224,
-        type="integer",
-        minimum=32,
-        maximum=1024,
-        title="Image size",
-        description="Posters are resized to image_size x image_size pixels.",
-    ),
-    "seed": Param(
-        42, type="integer", title="Seed", description="Seeds the label split, the trial plan and the training."
-    ),
+    **run_params(),  # every RunSettings field: types, bounds, choices and help from the one declaration
     "ova_genres": Param(
         [],
         type="array",
@@ -151,36 +94,6 @@ PARAMS = {
             "Genres whose one-vs-all member is trained, evaluated and promoted (genre-cnn always is). "
             "Empty: every genre in the dataset."
         ),
-    ),
-    "fine_tune": Param(
-        False,
-        type="boolean",
-        title="Fine-tune the backbone",
-        description=(
-            "After the heads, fine-tune genre-cnn from pixels with the top backbone blocks unfrozen (BatchNorm "
-            "frozen, low learning rate, on the gpu queue); kept only if it lowers the validation loss."
-        ),
-    ),
-    "fine_tune_blocks": Param(
-        2,
-        type="integer",
-        minimum=1,
-        title="Fine-tune: top blocks",
-        description="How many of the backbone's top blocks are unfrozen when fine_tune is on.",
-    ),
-    "fine_tune_learning_rate": Param(
-        1e-5,
-        type="number",
-        exclusiveMinimum=0,
-        maximum=0.01,
-        title="Fine-tune: learning rate",
-        description="Adam's learning rate for the fine-tune stage (low, so the pretrained features are kept).",
-    ),
-    "dry_run": Param(
-        False,
-        type="boolean",
-        title="Dry run",
-        description="Train and evaluate, write the decisions and the report, but register and promote nothing.",
     ),
     "force_promote": Param(
         False,
@@ -267,43 +180,29 @@ def postergenre_retrain():
     @task
     def start(prepared: dict) -> str:
         """Record the run's configuration; returns the retrain run id (the Airflow run id, made key-safe)."""
-        from postergenre.retrain import RetrainConfig, start_run
+        from postergenre.steps.start import start_run
 
         context = get_current_context()
-        params = context["params"]
-        config = RetrainConfig(
-            snapshot_id=prepared["snapshot_id"],
-            seed=params["seed"],
-            backbone=params["backbone"],
-            weights=params["weights"],
-            image_size=params["image_size"],
-            n_trials=params["n_trials"],
-            tuning=params["tuning"],
-            max_epochs=params["max_epochs"],
-            fine_tune=params["fine_tune"],
-            fine_tune_blocks=params["fine_tune_blocks"],
-            fine_tune_learning_rate=params["fine_tune_learning_rate"],
-            dry_run=params["dry_run"],
-        )
+        config = run_settings_from_params(context["params"], prepared["snapshot_id"])
         started = start_run(context["run_id"], config, task_settings())
         print(f"retrain run {started['run_id']} at {started['uri']}")
         return started["run_id"]
 
     @task(queue="gpu", pool=GPU_POOL)
     def embed(retrain_id: str) -> dict:
-        from postergenre.retrain import embed_step
+        from postergenre.steps.embed import embed_step
 
         return embed_step(retrain_id, task_settings())
 
     @task
     def plan(retrain_id: str) -> list[dict]:
-        from postergenre.retrain import plan_step
+        from postergenre.steps.tune import plan_step
 
         return plan_step(retrain_id, task_settings())
 
     @task(map_index_template="{{ trial_label }}")
     def trial(retrain_id: str, trial: dict) -> dict:
-        from postergenre.retrain import trial_step
+        from postergenre.steps.tune import trial_step
 
         get_current_context()["trial_label"] = trial_label(trial)
         return trial_step(retrain_id, trial, task_settings())
@@ -311,13 +210,13 @@ def postergenre_retrain():
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def halving(retrain_id: str, round_index: int) -> list[dict]:
         """Hyperband's next round: each bracket's best trials of the previous round, with more epochs."""
-        from postergenre.retrain import halving_step
+        from postergenre.steps.tune import halving_step
 
         return halving_step(retrain_id, round_index, task_settings())
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def select(retrain_id: str) -> dict:
-        from postergenre.retrain import select_step
+        from postergenre.steps.tune import select_step
 
         return select_step(retrain_id, task_settings())
 
@@ -325,9 +224,9 @@ def postergenre_retrain():
     def targets(retrain_id: str) -> list[str]:
         """``genre-cnn`` and the requested (default: every) genre of the dataset: what train, evaluate and
         promote fan out over."""
-        from postergenre.retrain import all_targets, load_run
+        from postergenre.steps.run import run_targets
 
-        available = all_targets(load_run(retrain_id, task_settings()))
+        available = run_targets(retrain_id, task_settings())
         try:
             return select_targets(available, get_current_context()["params"]["ova_genres"])
         except ValueError as exc:
@@ -335,26 +234,26 @@ def postergenre_retrain():
 
     @task(map_index_template="{{ task.op_kwargs['target'] }}")
     def train(retrain_id: str, target: str) -> dict:
-        from postergenre.retrain import train_step
+        from postergenre.steps.train import train_step
 
         return train_step(retrain_id, target, task_settings())
 
     @task(queue="gpu", pool=GPU_POOL)
     def fine_tune(retrain_id: str) -> dict:
-        from postergenre.retrain import fine_tune_step
+        from postergenre.steps.finetune import fine_tune_step
 
         return fine_tune_step(retrain_id, task_settings())
 
     @task(map_index_template="{{ task.op_kwargs['target'] }}")
     def evaluate(retrain_id: str, target: str) -> dict:
-        from postergenre.retrain import evaluate_step
+        from postergenre.steps.evaluate import evaluate_step
 
         return evaluate_step(retrain_id, target, task_settings())
 
     @task(map_index_template="{{ task.op_kwargs['target'] }}")
     def promote(retrain_id: str, target: str) -> dict:
         """Register and promote as decided (or forced); a repeat is a no-op, a dry run registers nothing."""
-        from postergenre.retrain import promote_step
+        from postergenre.steps.promote import promote_step
 
         context = get_current_context()
         params = context["params"]
@@ -369,7 +268,7 @@ def postergenre_retrain():
 
     @task
     def report(retrain_id: str) -> dict:
-        from postergenre.retrain import report_step
+        from postergenre.steps.report import report_step
 
         return report_step(retrain_id, task_settings())
 

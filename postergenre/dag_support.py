@@ -17,14 +17,16 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseNotifier, Param
 
-from postergenre.airflow_env import GPU_POOL
+from postergenre.airflow_pools import GPU_POOL
+from postergenre.genres import CNN_MODEL
 
 __all__ = [
-    "BACKBONES",
     "GPU_POOL",
     "SNAPSHOTS_ASSET",
     "PostergenreNotifier",
     "check_retrain_params",
+    "run_params",
+    "run_settings_from_params",
     "default_args",
     "drift_summary",
     "newest_snapshot_id",
@@ -40,7 +42,7 @@ __all__ = [
 
 SOURCE_ENV = "POSTERGENRE_SOURCE_URL"
 WEBHOOK_ENV = "POSTERGENRE_ALERT_WEBHOOK_URL"
-CHAMPION_MODEL = "genre-cnn"
+CHAMPION_MODEL = CNN_MODEL
 # Same rule as postergenre.snapshots.validate_snapshot_id, plus "" for "use the run's date".
 SNAPSHOT_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -183,20 +185,39 @@ def drift_summary(result: Mapping[str, Any], kind: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- retrain
 
 RETRAIN_CRON_ENV = "POSTERGENRE_RETRAIN_CRON"
-BACKBONES = ("efficientnetv2b0", "resnet50", "lite0", "tiny")
-"""``postergenre.models.BACKBONES``, repeated here so that parsing the DAG does not import Keras."""
-TUNING_METHODS = ("random", "hyperband")
-"""``postergenre.tuning.METHODS`` (kept in sync by a test), so that parsing the DAG does not import keras-tuner."""
 TUNING_ROUNDS = 4
 """``postergenre.tuning.MAX_ROUNDS``: the DAG wires one trial fan-out per possible Hyperband round."""
-WEIGHTS_PATTERN = r"^(imagenet|none|\S+\.weights\.h5)$"
 ALERT = "alert"
+
+
+def run_params() -> dict[str, Param]:
+    """One trigger-form Param per RunSettings field: type, bounds, choices, pattern and help all come from
+    :class:`postergenre.run_settings.RunSettings`, as the CLI's options do."""
+    from postergenre.run_settings import FORM_FIELDS, field_default, field_help, field_schema
+
+    params = {}
+    for name in FORM_FIELDS:
+        schema = field_schema(name)
+        schema.pop("default", None)
+        schema.pop("description", None)
+        title = name.replace("_", " ").capitalize()
+        params[name] = Param(field_default(name), title=title, description=field_help(name), **schema)
+    return params
+
+
+def run_settings_from_params(params: Mapping[str, Any], snapshot_id: str):
+    """The run's RunSettings from the trigger form; ValueError (one line) on what the model refuses, such as a
+    backbone/weights pair the form's per-field checks cannot see."""
+    from postergenre.run_settings import FORM_FIELDS, validate_run_settings
+
+    return validate_run_settings({"snapshot_id": snapshot_id, **{k: params[k] for k in FORM_FIELDS if k in params}})
 
 
 def check_retrain_params(params: Mapping[str, Any]) -> None:
     """Refuse, before any work, what the trigger form allows but the run cannot honour (ValueError)."""
     if params.get("force_promote") and not str(params.get("force_reason") or "").strip():
         raise ValueError("force_promote=true needs a force_reason: it is recorded in the registry's alias log")
+    run_settings_from_params(params, snapshot_id="pending")
 
 
 def retrain_trigger(run_type: str, events: Iterable[Any]) -> dict[str, Any] | None:

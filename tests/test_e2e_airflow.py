@@ -1,5 +1,5 @@
 """End to end through Airflow's own processes: api-server, scheduler and dag-processor on loopback
-(:class:`postergenre.testing.airflow_stack.AirflowStack`), driven only over the public REST API, with the data
+(:class:`support.airflow_stack.AirflowStack`), driven only over the public REST API, with the data
 store and the registry on the real S3 server.
 
 The monitor ingests a new synthetic snapshot and measures its drift against an earlier one; then a manual
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from postergenre.testing.airflow_stack import AirflowStack, format_timings, run_timings, summarise_states
+from support.airflow_stack import AirflowStack, format_timings, run_timings, summarise_states
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITOR, RETRAIN = "postergenre_monitor", "postergenre_retrain"
@@ -114,8 +113,11 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     from postergenre import db, registry
     from postergenre.config import Settings
     from postergenre.dag_support import trial_label
-    from postergenre.retrain import CNN, all_targets, registry_name, target_slug
+    from postergenre.genres import CNN_MODEL as CNN
+    from postergenre.genres import model_name as registry_name
     from postergenre.steps.ingest import ingest_snapshot
+    from postergenre.steps.layout import RunLayout
+    from postergenre.steps.run import all_targets
     from postergenre.storage import open_store
     from postergenre.synth import generate_snapshot
 
@@ -207,7 +209,7 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     forced = 0
     for target in targets:
         name = registry_name(target)
-        decision = store.get_json(f"{run_key}/decisions/{target_slug(target)}.json")
+        decision = store.get_json(RunLayout(retrain_id).decision(name))
         assert decision["champion_version"] is None and decision["model"] == name
         champion = registry.get_champion(reg, name)
         assert champion is not None and champion["version"] == retrain_id, name

@@ -9,26 +9,20 @@ from typer.testing import CliRunner
 from postergenre import registry
 from postergenre.cli import app
 from postergenre.config import Settings
-from postergenre.retrain import (
-    CNN,
-    RetrainConfig,
-    embed_step,
-    evaluate_step,
-    fine_tune_step,
-    halving_step,
-    load_run,
-    plan_step,
-    promote_step,
-    run_retrain,
-    run_tuning,
-    select_step,
-    start_run,
-    target_slug,
-    train_step,
-    trial_step,
-)
+from postergenre.genres import CNN_MODEL as CNN
+from postergenre.genres import model_name
+from postergenre.run_settings import RunSettings as RetrainConfig
+from postergenre.steps.context import load_run
+from postergenre.steps.embed import embed_step
+from postergenre.steps.evaluate import evaluate_step
+from postergenre.steps.finetune import fine_tune_step
 from postergenre.steps.ingest import ingest_snapshot
 from postergenre.steps.prepare import prepare_dataset
+from postergenre.steps.promote import promote_step
+from postergenre.steps.run import run_retrain
+from postergenre.steps.start import start_run
+from postergenre.steps.train import train_step
+from postergenre.steps.tune import halving_step, plan_step, run_tuning, select_step, trial_step
 from postergenre.storage import open_store
 from postergenre.synth import generate_snapshot
 
@@ -60,7 +54,7 @@ def _registry(settings):
 def _overwrite_test_predictions(settings, run_id, make):
     """Replace a candidate's stored test probabilities (what evaluation scores) with constructed ones."""
     ctx = load_run(run_id, settings)
-    key = ctx.key("candidates", target_slug(CNN), "predictions.npz")
+    key = ctx.layout.candidate(model_name(CNN), "predictions.npz")
     with np.load(io.BytesIO(ctx.store.get_bytes(key))) as npz:
         arrays = {k: npz[k] for k in npz.files}
     from postergenre.datasets import load_labels
@@ -78,9 +72,10 @@ def test_first_run_records_everything_and_the_forced_champion_is_audited(world):
     settings, _, first, forced = world
     assert first["trials"] == 2 and first["trained"] == 2
     ctx = load_run("run-a", settings)
-    for name in ("config.json", "plan.json", "best.json", "report.md", "report.json"):
-        assert ctx.store.exists(ctx.key(name)), name
-    assert ctx.store.exists(ctx.key("decisions", "genre-cnn.json"))
+    layout = ctx.layout
+    for key in (layout.config, layout.plan, layout.best, layout.report_md, layout.report_json):
+        assert ctx.store.exists(key), key
+    assert ctx.store.exists(ctx.layout.decision(CNN))
     assert forced["promoted"] is True
     log = registry.history(_registry(settings), CNN)
     assert log[-1]["to_version"] == forced["version"] and "bootstrap champion" in log[-1]["reason"]
@@ -196,15 +191,15 @@ def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champi
     config = RetrainConfig(**{**CONFIG, "fine_tune": True, "fine_tune_blocks": 1, "fine_tune_learning_rate": 1e-3})
     run_retrain("run-ft", config, settings=settings, targets=[CNN])
     ctx = load_run("run-ft", settings)
-    outcome = ctx.store.get_json(ctx.key("candidates", CNN, "fine_tune.json"))
+    outcome = ctx.store.get_json(ctx.layout.candidate(CNN, "fine_tune.json"))
     # Lite0 or EfficientNet would start from ImageNet features; this random tiny backbone gains from any tuning.
     assert outcome["fine_tuned"] is True and outcome["val_loss"] < outcome["val_loss_before"]
     assert outcome["trainable_layers"] == ["block3_conv"] and outcome["train_posters_per_second"] > 0
-    assert ctx.store.get_json(ctx.key("checkpoints", "genre-cnn-fine-tune", "state.json"))["finished"] is True
-    candidate = ctx.store.get_json(ctx.key("candidates", CNN, "candidate.json"))
+    assert ctx.store.get_json(ctx.layout.fine_tune_checkpoints(CNN) + "/state.json")["finished"] is True
+    candidate = ctx.store.get_json(ctx.layout.candidate(CNN))
     assert candidate["fine_tune"]["val_loss"] == outcome["val_loss"]
-    assert "## Fine-tune stage (genre-cnn)" in ctx.store.get_bytes(ctx.key("report.md")).decode()
-    assert ctx.store.get_json(ctx.key("report.json"))["fine_tune"]["val_loss"] == outcome["val_loss"]
+    assert "## Fine-tune stage (genre-cnn)" in ctx.store.get_bytes(ctx.layout.report_md).decode()
+    assert ctx.store.get_json(ctx.layout.report_json)["fine_tune"]["val_loss"] == outcome["val_loss"]
 
     import postergenre.finetune as finetune
 
@@ -218,18 +213,18 @@ def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champi
 
     # The next challenger shares the cached features, but the fine-tuned champion's backbone is its own:
     # it must be scored on the test posters, and exactly as its stored predictions say.
-    import postergenre.retrain as retrain
+    import postergenre.steps.evaluate as evaluate
 
     scored = []
-    real = retrain._predict_posters
-    monkeypatch.setattr(retrain, "_predict_posters", lambda *a: scored.append(real(*a)) or scored[-1])
+    real = evaluate.predict_posters_of
+    monkeypatch.setattr(evaluate, "predict_posters_of", lambda *a: scored.append(real(*a)) or scored[-1])
     run_retrain("run-g", RetrainConfig(**{**CONFIG, "dry_run": True}), settings=settings, targets=[CNN])
-    with np.load(io.BytesIO(ctx.store.get_bytes(ctx.key("candidates", CNN, "predictions.npz")))) as npz:
+    with np.load(io.BytesIO(ctx.store.get_bytes(ctx.layout.candidate(CNN, "predictions.npz")))) as npz:
         stored_ids, stored = npz["test_ids"], npz["test"]
     g_ids = np.load(io.BytesIO(ctx.store.get_bytes("runs/run-g/candidates/genre-cnn/predictions.npz")))["test_ids"]
     assert len(scored) == 1 and np.array_equal(g_ids, stored_ids)  # same snapshot and seed: same test split
     np.testing.assert_allclose(scored[0], stored, atol=1e-5)
 
     train_step("run-ft", CNN, settings)  # re-training the candidate makes its fine-tune stale
-    assert not ctx.store.exists(ctx.key("candidates", CNN, "fine_tune.json"))
-    assert not list(ctx.store.list(ctx.key("checkpoints", "genre-cnn-fine-tune") + "/"))
+    assert not ctx.store.exists(ctx.layout.candidate(CNN, "fine_tune.json"))
+    assert not list(ctx.store.list(ctx.layout.fine_tune_checkpoints(CNN) + "/"))

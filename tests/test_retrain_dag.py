@@ -29,6 +29,7 @@ FORM = {
     "backbone": ("string", "efficientnetv2b0"),
     "weights": ("string", "imagenet"),
     "image_size": ("integer", 224),
+    "batch_size": ("integer", 128),
     "seed": ("integer", 42),
     "ova_genres": ("array", []),
     "fine_tune": ("boolean", False),
@@ -114,7 +115,8 @@ def test_tasks_run_in_the_model_plane_order(retrain):
 
 def test_the_dag_wires_every_round_a_plan_can_have():
     from postergenre import tuning
-    from postergenre.dag_support import TUNING_METHODS, TUNING_ROUNDS
+    from postergenre.dag_support import TUNING_ROUNDS
+    from postergenre.run_settings import TUNING_METHODS
 
     assert (TUNING_ROUNDS, TUNING_METHODS) == (tuning.MAX_ROUNDS, tuning.METHODS)
     assert len(ROUNDS) == TUNING_ROUNDS - 1
@@ -198,12 +200,25 @@ def test_params_are_typed_documented_with_defaults(retrain):
 
 def test_backbone_choices_are_the_libraries(retrain):
     """Read from models.py's source: importing it would import Keras (tens of seconds on a busy box)."""
+    from postergenre.run_settings import available_backbones
+
     source = (REPO_ROOT / "postergenre" / "models.py").read_text()
     assigned = next(
         node.value for node in ast.parse(source).body
         if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["BACKBONES"]
     )
-    assert retrain.params.get_param("backbone").schema["enum"] == list(ast.literal_eval(assigned))
+    offered = retrain.params.get_param("backbone").schema["enum"]
+    assert offered == list(available_backbones()) and set(offered) == set(ast.literal_eval(assigned))
+
+
+def test_the_production_form_does_not_offer_the_test_backbone(monkeypatch):
+    monkeypatch.delenv("POSTERGENRE_TEST_BACKBONES", raising=False)
+    spec = importlib.util.spec_from_file_location("retrain_dag_production_form", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.postergenre_retrain().params.get_param("backbone").schema["enum"] == [
+        "efficientnetv2b0", "resnet50", "lite0"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -267,6 +282,8 @@ def test_unaudited_forced_promotions_are_refused():
 
     check_retrain_params({"fine_tune": False, "force_promote": False, "force_reason": ""})
     check_retrain_params({"fine_tune": True, "force_promote": True, "force_reason": "bootstrap"})
+    with pytest.raises(ValueError, match="'tiny' has no ImageNet weights"):  # what per-field checks can't see
+        check_retrain_params({"backbone": "tiny", "weights": "imagenet", "force_promote": False})
     for reason in ("", "   "):
         with pytest.raises(ValueError, match="force_promote=true needs a force_reason"):
             check_retrain_params({"fine_tune": False, "force_promote": True, "force_reason": reason})
@@ -347,7 +364,9 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     from postergenre import registry
     from postergenre.config import Settings
     from postergenre.dag_support import trial_label
-    from postergenre.retrain import CNN, registry_name, target_slug
+    from postergenre.genres import CNN_MODEL as CNN
+    from postergenre.genres import model_name as registry_name
+    from postergenre.steps.layout import RunLayout
     from postergenre.storage import open_store
     from postergenre.synth import generate_snapshot
 
@@ -388,7 +407,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     champions = {}
     for target in targets:
         name = registry_name(target)
-        decision = store.get_json(f"{run_key}/decisions/{target_slug(target)}.json")
+        decision = store.get_json(RunLayout(registry.run_version_id(first.run_id)).decision(registry_name(target)))
         champion = registry.get_champion(reg, name)
         assert champion is not None and champion["version"] == registry.run_version_id(first.run_id), name
         last = registry.history(reg, name)[-1]
@@ -398,7 +417,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
         else:
             assert last["reason"] == "forced by dag_test: bootstrap champions"
         champions[name] = champion["version"]
-    forced = sum(not store.get_json(f"{run_key}/decisions/{target_slug(t)}.json")["promote"] for t in targets)
+    forced = sum(not store.get_json(RunLayout(registry.run_version_id(first.run_id)).decision(registry_name(t)))["promote"] for t in targets)
     print(f"  first run: {len(targets) - forced} promoted on merit, {forced} forced")
 
     # Second run, dry, no snapshot named: trains on the newest one (the same) and changes nothing. It tunes
@@ -420,7 +439,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     assert ("fine_tune" in candidate) == fine_tuned["fine_tuned"]  # the candidate is replaced only when it pays
     for target in targets:
         name = registry_name(target)
-        decision = store.get_json(f"{second_key}/decisions/{target_slug(target)}.json")
+        decision = store.get_json(RunLayout(registry.run_version_id(second.run_id)).decision(registry_name(target)))
         assert decision["champion_version"] == champions[name]
         assert registry.get_champion(reg, name)["version"] == champions[name]
         assert [v["version"] for v in registry.list_versions(reg, name)] == [champions[name]]

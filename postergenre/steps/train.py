@@ -1,0 +1,118 @@
+"""Stage ``train``: genre-cnn or one OvA member with the selected hyperparameters, stored as a candidate."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from postergenre.config import Settings
+from postergenre.evaluation import binary_metrics, choose_thresholds, multiclass_metrics
+from postergenre.genres import CNN_MODEL, model_name, normalise_genre
+from postergenre.log import get_logger
+from postergenre.steps.context import load_run, save_keras, store_npz
+
+log = get_logger(__name__)
+
+FINE_TUNE = "fine_tune.json"
+
+
+def splits_of(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {
+        "train": (data.x_train, data.y_train),
+        "val": (data.x_val, data.y_val),
+        "test": (data.x_test, data.y_test),
+    }
+
+
+def train_step(run_id: str, target: str, settings: Settings | None = None) -> dict:
+    """Train ``genre-cnn`` or one genre's OvA member with the selected hyperparameters, as a candidate.
+
+    The candidate is the full backbone+head Keras model (so prediction takes a raw poster), with its metrics on
+    every split and its predicted probabilities stored next to it for evaluation and the run report.
+    """
+    from postergenre.models import build_classifier
+    from postergenre.training import Checkpointer, train_multiclass, train_ova_member
+
+    ctx = load_run(run_id, settings)
+    cfg, layout, name = ctx.config, ctx.layout, model_name(target)
+    hp = ctx.store.get_json(layout.best)["hp"]
+    multiclass = ctx.multiclass_data()
+    fit_kwargs = dict(
+        max_epochs=cfg.max_epochs,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        checkpoint=Checkpointer(ctx.store, layout.checkpoints(name)),
+        on_epoch=lambda epoch, logs: log.info("epoch", run_id=ctx.run_id, model=name, epoch=epoch, **logs),
+    )
+    started = time.perf_counter()
+    if name == CNN_MODEL:
+        head, summary = train_multiclass(multiclass, units=hp["units"], dropout=hp["dropout"], **fit_kwargs)
+        metrics = {
+            split: multiclass_metrics(np.argmax(y, 1), head.predict(x, verbose=0), ctx.classes)
+            for split, (x, y) in splits_of(multiclass).items()
+        }
+    else:
+        genre = normalise_genre(target)
+        data = ctx.binary_data(genre)
+        head, summary = train_ova_member(genre, data, units=hp["units"], dropout=hp["dropout"], **fit_kwargs)
+        val_p = head.predict(data.x_val, verbose=0)[:, 0]
+        # Column 1 of [1-p, p] is the genre: the threshold that maximises the member's F1 on validation.
+        threshold = choose_thresholds(
+            data.y_val[:, 0].astype(int), np.stack([1 - val_p, val_p], 1), ["other", genre]
+        )[genre]
+        metrics = {
+            split: binary_metrics(y[:, 0].astype(int), head.predict(x, verbose=0)[:, 0])
+            for split, (x, y) in splits_of(data).items()
+        }
+        metrics["threshold"] = threshold
+        metrics["test_at_threshold"] = binary_metrics(
+            data.y_test[:, 0].astype(int), head.predict(data.x_test, verbose=0)[:, 0], threshold
+        )
+    seconds = round(time.perf_counter() - started, 2)
+    # Probabilities on the multi-class val/test rows: the OvA ensemble's inputs, and the evaluation's.
+    arrays = dict(
+        val_ids=multiclass.movie_ids["val"],
+        val=head.predict(multiclass.x_val, verbose=0),
+        test_ids=multiclass.movie_ids["test"],
+        test=head.predict(multiclass.x_test, verbose=0),
+    )
+    if name != CNN_MODEL:  # and on the member's own binary test set, for its champion/challenger decision
+        arrays.update(own_test_ids=data.movie_ids["test"], own_test=head.predict(data.x_test, verbose=0))
+    store_npz(ctx.store, layout.candidate(name, "predictions.npz"), **arrays)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path, head_path = Path(tmp) / "model.keras", Path(tmp) / "head.keras"
+        save_keras(build_classifier(ctx.build_backbone(), head), model_path)
+        save_keras(head, head_path)  # the fine-tune stage always starts from this trained head
+        ctx.store.upload_files(
+            [
+                (model_path, layout.candidate(name, "model.keras")),
+                (head_path, layout.candidate(name, "head.keras")),
+            ]
+        )
+    if name == CNN_MODEL:  # a fine-tune (finished or checkpointed) of the previous candidate is stale
+        ctx.store.delete(layout.candidate(name, FINE_TUNE))
+        for info in list(ctx.store.list(layout.fine_tune_checkpoints(name) + "/")):
+            ctx.store.delete(info.key)
+    candidate = {
+        "target": target,
+        "hp": hp,
+        "training": {k: v for k, v in summary.items() if k != "history"},
+        "history": summary.get("history", {}),
+        "metrics": metrics,
+        "seconds": seconds,
+        "dropped": multiclass.dropped,
+    }
+    ctx.store.put_json(layout.candidate(name), candidate)
+    test = metrics["test"]
+    return {
+        "run_id": ctx.run_id,
+        "target": target,
+        "val_loss": summary["val_loss"],
+        "test_accuracy": test["accuracy"],
+        "test_f1": test.get("macro_f1", test.get("f1")),
+        "seconds": seconds,
+        "uri": ctx.url(layout.candidate_prefix(name)),
+    }
