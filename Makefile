@@ -1,4 +1,5 @@
-# postergenre: `make help` lists the targets. Everything installs into ./.venv from requirements/lock.txt.
+# postergenre: `make help` lists the targets. Everything installs into ./.venv from requirements/lock.txt (the
+# dev lock: the production image's requirements/runtime.txt plus the dev and test tools).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -22,8 +23,10 @@ $(STAMP): requirements/lock.txt pyproject.toml
 
 install: $(STAMP) ## create .venv and install the locked dependencies and the project
 
-lock: ## re-resolve requirements/requirements.in into requirements/lock.txt
-	$(BIN)/uv pip compile requirements/requirements.in -o requirements/lock.txt --python-version 3.11 --no-header
+# Runtime first: the dev lock is constrained to its pins. Existing pins are kept unless an input changed them.
+lock: ## re-resolve requirements/runtime.in and dev.in into requirements/runtime.txt and lock.txt
+	$(BIN)/uv pip compile -q requirements/runtime.in -o requirements/runtime.txt --python-version 3.11 --no-header
+	$(BIN)/uv pip compile -q requirements/dev.in -o requirements/lock.txt --python-version 3.11 --no-header
 
 demo: $(STAMP) ## run the main job on the embedded default (local store, SQLite, synthetic snapshot)
 	$(BIN)/postergenre demo

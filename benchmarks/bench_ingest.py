@@ -20,7 +20,10 @@ import boto3
 from postergenre.snapshots import ingest
 from postergenre.storage import open_store
 from postergenre.synth import generate_snapshot
-from postergenre.testing.seaweed import SeaweedServer
+
+# The S3 launcher is test support, kept out of the shipped package (tests/support): import it as the tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.seaweed import SeaweedServer
 
 
 def _s5cmd(server: SeaweedServer, *args: str) -> float:

@@ -15,9 +15,14 @@ port="${AIRFLOW_PORT:-8080}"
 cd "$repo"
 # `airflow standalone` starts each component as `airflow <name>`, found on PATH.
 export PATH="$venv/bin:$PATH"
-eval "$("$venv/bin/python" -m postergenre.airflow_env "$repo" "$port")"
-read -r GPU_POOL GPU_POOL_SLOTS admin_user < <("$venv/bin/python" -c \
-    'from postergenre.airflow_env import GPU_POOL, GPU_POOL_SLOTS, ADMIN_USER; print(GPU_POOL, GPU_POOL_SLOTS, ADMIN_USER)')
+# The local-dev environment (fixed local secrets, one admin) lives in tests/support, outside the shipped
+# package; PYTHONPATH is set for these two calls only, never for Airflow itself.
+dev_python=(env PYTHONPATH="$repo/tests" "$venv/bin/python")
+eval "$("${dev_python[@]}" -m support.airflow_env "$repo" "$port")"
+read -r GPU_POOL GPU_POOL_SLOTS admin_user < <("${dev_python[@]}" -c \
+    'from postergenre.airflow_pools import GPU_POOL, GPU_POOL_SLOTS
+from support.airflow_env import ADMIN_USER
+print(GPU_POOL, GPU_POOL_SLOTS, ADMIN_USER)')
 mkdir -p "$AIRFLOW_HOME"
 
 pwfile="$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"

@@ -19,8 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from postergenre.airflow_env import airflow_env, passwords_file
+from support.airflow_env import airflow_env, passwords_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS = REPO_ROOT / "dags"
@@ -208,9 +207,9 @@ def test_airflow_env_keeps_everything_under_the_home_and_shells_out(settings, tm
     assert int(env["AIRFLOW__CORE__PARALLELISM"]) <= 4
     assert env["POSTERGENRE_STORE_URL"] == settings.store_url
 
-    script = f"eval \"$({sys.executable} -m postergenre.airflow_env {REPO_ROOT} 8181)\"; echo \"$AIRFLOW_HOME\""
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                         env={**os.environ, "POSTERGENRE_HOME": str(settings.home)})
+    script = f"eval \"$({sys.executable} -m support.airflow_env {REPO_ROOT} 8181)\"; echo \"$AIRFLOW_HOME\""
+    shell_env = {**os.environ, "POSTERGENRE_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT / "tests")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env=shell_env)
     assert out.stdout.strip() == str(home)
 
 

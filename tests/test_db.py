@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError, StatementError
+from support.postgres import PostgresUnavailable, find_bin_dir
 
 from postergenre.db import (
     Base,
@@ -29,7 +30,6 @@ from postergenre.db import (
     session_scope,
     upgrade,
 )
-from postergenre.testing.postgres import PostgresUnavailable, find_bin_dir
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 TABLES = {"snapshots", "datasets", "drift_reports"}

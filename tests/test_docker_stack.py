@@ -25,6 +25,8 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILE = DOCKER / "Dockerfile"
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
+DEV_LOCK = ROOT / "requirements" / "lock.txt"
 
 AIRFLOW_SERVICES = {
     "airflow-init",
@@ -350,7 +352,7 @@ def test_postgres_gets_the_second_database_script(services: dict[str, Any]) -> N
 
 
 def test_dockerfile_base_matches_the_locked_airflow_and_python() -> None:
-    locked = re.search(r"^apache-airflow==(\S+)$", (ROOT / "requirements" / "lock.txt").read_text(), re.M)
+    locked = re.search(r"^apache-airflow==(\S+)$", RUNTIME_LOCK.read_text(), re.M)
     assert locked
     base = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(), re.M)
     assert base == [f"apache/airflow:{locked.group(1)}-python3.11"]
@@ -361,9 +363,23 @@ def test_dockerfile_runs_as_non_root_and_gpu_swap_has_a_target() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in {"root", "0"} and not users[-1].startswith("0:")
     assert "ARG TENSORFLOW_DIST=tensorflow-cpu" in text
-    assert re.search(r"^tensorflow-cpu==\S+$", (ROOT / "requirements" / "lock.txt").read_text(), re.M)
+    assert re.search(r"^tensorflow-cpu==\S+$", RUNTIME_LOCK.read_text(), re.M)
     for copied in re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)", text, re.M):
         assert (ROOT / copied).exists(), f"COPY source {copied} missing"
+
+
+def test_dockerfile_installs_the_runtime_lock_only_and_checks_it() -> None:
+    """The image gets no dev or test tools, and the pip install on top of the base image's providers is
+    followed by ``pip check`` in the same layer, so an inconsistent combination fails the build."""
+    text = DOCKERFILE.read_text()
+    copied = re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)", text, re.M)
+    assert "requirements/runtime.txt" in copied
+    assert not [c for c in copied if c.startswith("requirements/") and c != "requirements/runtime.txt"]
+    runs = [" ".join(r.split()) for r in re.findall(r"^RUN\s+((?:.*\\\n)*.*)$", text, re.M)]
+    (install,) = [r for r in runs if "pip install --no-cache-dir -r" in r]
+    assert install.index("pip install") < install.index("&& pip check")
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!requirements/runtime.txt" in ignore and "!requirements/lock.txt" not in ignore
 
 
 # --- the scripts the stack runs ---------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.airflow_env import ADMIN_USER, airflow_env, passwords_file
 from test_plugin import populate
 from websockets.sync.client import connect
 
-from postergenre.airflow_env import ADMIN_USER, airflow_env, passwords_file
 from postergenre.config import Settings
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.process import free_ports
 
 from postergenre.storage import (
     FileStore,
@@ -22,7 +23,6 @@ from postergenre.storage import (
     open_store,
     validate_key,
 )
-from postergenre.testing.process import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 

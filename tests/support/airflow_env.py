@@ -1,8 +1,10 @@
-"""The environment of the embedded Airflow: everything under ``<POSTERGENRE_HOME>/airflow``, DAGs from the repo.
+"""The local-dev Airflow's environment: everything under ``<POSTERGENRE_HOME>/airflow``, DAGs from the repo.
 
 Airflow reads its configuration when ``airflow`` is first imported, so these variables must be in the
-environment before that: ``scripts/airflow-local.sh`` evals ``python -m postergenre.airflow_env`` and the test
-plugin sets them at start-up. This module must therefore never import airflow itself.
+environment before that: ``scripts/airflow-local.sh`` (``make airflow``) evals
+``PYTHONPATH=tests python -m support.airflow_env`` and the test plugin sets them at start-up. This module must
+therefore never import airflow itself. It lives with the test support code, outside the shipped package: its
+secrets and single-user login have no place in a production image (docker/ configures that stack).
 
 Choices, for a laptop or a 2-core CI box: SQLite metadata DB; LocalExecutor with parallelism 4 (Airflow 3
 runs it on SQLite; the default of 32 forks 32 workers); one API worker and one parsing process; the simple
@@ -18,9 +20,6 @@ from pathlib import Path
 
 from postergenre.config import Settings
 
-GPU_POOL = "postergenre_gpu"
-"""Airflow pool that serialises accelerator-bound tasks (training, tuning)."""
-GPU_POOL_SLOTS = 1
 ADMIN_USER = "admin"
 LOCAL_JWT_SECRET = "postergenre-local-jwt-secret-not-for-production-only-for-the-embedded-default"
 LOCAL_API_SECRET = "postergenre-local-api-secret-not-for-production"
@@ -81,9 +80,10 @@ def shell_exports(env: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m postergenre.airflow_env [REPO_ROOT [PORT]]`` prints ``export`` lines for ``eval``."""
+    """``PYTHONPATH=tests python -m support.airflow_env [REPO_ROOT [PORT]]`` prints ``export`` lines for
+    ``eval``."""
     args = sys.argv[1:] if argv is None else argv
-    repo_root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
+    repo_root = Path(args[0]) if args else Path(__file__).resolve().parents[2]
     port = int(args[1]) if len(args) > 1 else 8080
     sys.stdout.write(shell_exports(airflow_env(Settings(), repo_root, port=port)))
 

@@ -2,7 +2,7 @@
 the public REST API (v2) only, for end-to-end tests and local runs.
 
 ``dag.test()`` runs every task in one process; this stack is what ``scripts/airflow-local.sh`` starts, with the
-environment of :func:`postergenre.airflow_env.airflow_env`: the scheduler queues task instances, the
+environment of :func:`support.airflow_env.airflow_env`: the scheduler queues task instances, the
 LocalExecutor's workers run them in separate processes through the execution API, and the triggering user and
 the trigger form's Params go through the real API. Components are started as separate processes (rather than
 ``airflow standalone``) so each has its own log and a dead one is noticed at once. Each runs in a new session
@@ -34,16 +34,11 @@ from typing import Any
 
 import psutil  # an Airflow dependency
 
-from postergenre.airflow_env import (
-    ADMIN_USER,
-    GPU_POOL,
-    GPU_POOL_SLOTS,
-    airflow_env,
-    airflow_home,
-    passwords_file,
-)
+from postergenre.airflow_pools import GPU_POOL, GPU_POOL_SLOTS
 from postergenre.config import Settings
-from postergenre.testing.process import ManagedServer, free_ports
+
+from .airflow_env import ADMIN_USER, airflow_env, airflow_home, passwords_file
+from .process import ManagedServer, free_ports
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 FINISHED_RUN_STATES = ("success", "failed")

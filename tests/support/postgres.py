@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from postergenre.testing.process import ManagedServer, free_ports
+from .process import ManagedServer, free_ports
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 SYSTEM_USER = "postgres"  # Debian's package creates it; postgres refuses to run as root

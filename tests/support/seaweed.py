@@ -4,7 +4,8 @@ Tests talk to an actual S3 implementation rather than a mock, so conditional wri
 transfer-manager behaviour are the real thing. Every port is picked free at start so parallel runs don't
 clash.
 
-Local use: ``python -m postergenre.testing.seaweed --dir D --port P`` prints the ``AWS_*`` lines to export.
+Local use: ``PYTHONPATH=tests python -m support.seaweed --dir D --port P`` prints the ``AWS_*`` lines to
+export.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from postergenre.testing.process import ManagedServer, free_ports
+from .process import ManagedServer, free_ports
 
 _REGION = "us-east-1"
 # Every listener ``weed mini`` opens besides S3 (gRPC ports default to http+10000, which may be taken).
