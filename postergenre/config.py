@@ -34,6 +34,23 @@ class Settings(BaseSettings):
     drift_alert_psi: float = 0.25
     drift_psi_epsilon: float = Field(1e-4, description="Share given to empty bins so PSI stays finite.")
 
+    # Caps on one ingest: a hostile or broken export is quarantined or refused, never allowed to fill memory,
+    # the temp disk or the store (a 2 MB zip may hold a 1 GiB "poster").
+    max_poster_bytes: int = Field(10 * 2**20, gt=0, description="Bigger poster files are quarantined unread.")
+    max_csv_bytes: int = Field(256 * 2**20, gt=0, description="Largest genres.csv an ingest reads.")
+    max_archive_bytes: int = Field(
+        20 * 2**30, gt=0, description="Most bytes an archive (or an s3:// export) may expand to on disk."
+    )
+    max_compression_ratio: float = Field(
+        100.0, gt=1.0, description="Uncompressed/compressed size above which archive members are refused."
+    )
+    max_image_pixels: int = Field(
+        25_000_000, gt=0, description="Larger posters are quarantined, never decoded."
+    )
+    stale_temp_seconds: float = Field(
+        3600.0, gt=0, description="Age after which temporaries left by a killed ingest are swept."
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

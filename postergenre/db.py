@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -56,6 +56,35 @@ NAMING_CONVENTION = {
 
 
 _Row = TypeVar("_Row", bound="Base")
+
+
+class DBError(RuntimeError):
+    """The metadata DB cannot be used (a malformed URL, no server, no driver...): a one-line reason.
+
+    A RuntimeError so that callers which only know the builtin families still report it as a known failure.
+    """
+
+
+def describe_url(url: str | URL) -> str:
+    """The URL fit for an error message: never the password, and nothing of an unparseable string but its
+    scheme (it may hold a password in a place the parser did not recognise)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        scheme = str(url).split("://", 1)[0] if "://" in str(url) else ""
+        return f"{scheme[:30]}://..." if scheme else "<not a URL>"
+
+
+@contextmanager
+def db_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy and driver failures into :class:`DBError` with the first line of the reason."""
+    try:
+        yield
+    except DBError:
+        raise
+    except (SQLAlchemyError, sqlite3.Error, OSError) as err:
+        lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise DBError(f"{what}: {lines[0][:300] if lines else type(err).__name__}") from err
 
 
 def utcnow() -> datetime:
@@ -195,7 +224,30 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str | URL) -> Engine:
-    """Engine for the metadata DB; for a SQLite file the parent directory is created."""
+    """Engine for the metadata DB; for a SQLite file the parent directory is created.
+
+    A malformed URL or an unknown dialect/driver is a :class:`DBError` naming the setting, not a traceback.
+    """
+    try:
+        return _make_engine(url)
+    except ArgumentError as err:  # includes NoSuchModuleError (unknown dialect)
+        raise DBError(
+            f"POSTERGENRE_DB_URL {describe_url(url)} is not a usable SQLAlchemy URL "
+            f"(e.g. sqlite:///path/postergenre.db or postgresql+psycopg://user@host/db): {str(err)[:120]}"
+        ) from None
+    except ImportError as err:  # a known dialect whose driver is not installed
+        raise DBError(f"POSTERGENRE_DB_URL {describe_url(url)}: driver not installed ({err})") from None
+    except OSError as err:  # the SQLite file's folder cannot be created
+        raise DBError(f"POSTERGENRE_DB_URL {describe_url(url)}: {err.strerror or err}") from None
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once and run ``SELECT 1``: a :class:`DBError` now instead of after the work is done."""
+    with db_errors(f"cannot use the metadata DB {describe_url(engine.url)}"), engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def _make_engine(url: str | URL) -> Engine:
     parsed = _normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""

@@ -16,10 +16,11 @@ import os
 import queue
 import secrets
 import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +32,7 @@ Progress = Callable[[int], None]
 # Names starting with this are the file backend's own (locks, half-written temp files); keys may not use it.
 _RESERVED = ".~"
 _LOCK_DIR = f"{_RESERVED}locks"
+_TMP_PREFIX = f"{_RESERVED}tmp-"
 _CHUNK = 1 << 20
 
 
@@ -59,6 +61,8 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    # Last write, in seconds since the epoch where the backend tells; not part of an object's identity.
+    modified: float | None = field(default=None, compare=False)
 
 
 def validate_key(key: str) -> str:
@@ -137,6 +141,11 @@ class ObjectStore(ABC):
     def check(self) -> None:
         """Cheap probe that the store is usable; :class:`StoreUnreachable` with the reason otherwise."""
 
+    def sweep_temporaries(self, prefix: str, older_than: float) -> int:
+        """Remove what writers killed mid-write left under ``prefix`` more than ``older_than`` seconds ago
+        (never a complete object); return how many were removed. Nothing to do where writes leave nothing."""
+        return 0
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix``, sorted (backends may answer this cheaper than ``list``)."""
         return (info.key for info in self.list(prefix))
@@ -169,13 +178,20 @@ def _md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # renamed or removed since the listing: not a leftover
+        return float("inf")
+
+
 def _write_atomic(dest: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write via a temp file in the destination directory, fsync, then rename over ``dest``.
 
     The rename is atomic on POSIX, so concurrent readers never see a partial object, even after a crash.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f"{_RESERVED}tmp-{secrets.token_hex(8)}"
+    tmp = dest.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
             write(fh)
@@ -221,6 +237,8 @@ class FileStore(ObjectStore):
             raise StoreError(f"{self.url}: key {key!r} clashes with a key that is its parent/child") from err
         except PermissionError as err:
             raise StoreUnreachable(f"{self.url}: permission denied ({err.filename})") from err
+        except OSError as err:  # a full disk (ENOSPC), a read-only file system, an I/O error...
+            raise StoreError(f"{self.url}: cannot write or read {key!r}: {err.strerror or err}") from err
 
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -265,7 +283,8 @@ class FileStore(ObjectStore):
         if not path.is_file():
             return None
         with self._errors(key):
-            return ObjectInfo(key, path.stat().st_size, _md5_file(path))
+            info = path.stat()
+            return ObjectInfo(key, info.st_size, _md5_file(path), info.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         _validate_prefix(prefix)
@@ -324,6 +343,20 @@ class FileStore(ObjectStore):
     def download_files(self, items: Sequence[tuple[str, Path]], progress: Progress | None = None) -> int:
         jobs = [(partial(_copy_atomic, self._path(key), Path(dest)), key) for key, dest in items]
         return self._parallel(jobs, progress)
+
+    def sweep_temporaries(self, prefix: str, older_than: float) -> int:
+        """Delete ``.~tmp-*`` files of :func:`_write_atomic` calls that were killed before their rename."""
+        _validate_prefix(prefix)
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root / prefix.rpartition("/")[0]):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_RESERVED)]
+            for name in filenames:
+                path = Path(dirpath) / name
+                if name.startswith(_TMP_PREFIX) and _mtime(path) < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def check(self) -> None:
         try:
@@ -443,7 +476,8 @@ class S3Store(ObjectStore):
                 response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except NotFound:
             return None
-        return ObjectInfo(key, int(response["ContentLength"]), response["ETag"].strip('"'))
+        modified = response["LastModified"].timestamp() if response.get("LastModified") else None
+        return ObjectInfo(key, int(response["ContentLength"]), response["ETag"].strip('"'), modified)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         _validate_prefix(prefix)
@@ -453,7 +487,12 @@ class S3Store(ObjectStore):
         with self._errors(prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
                 found.extend(
-                    ObjectInfo(obj["Key"][len(base) :], int(obj["Size"]), obj["ETag"].strip('"'))
+                    ObjectInfo(
+                        obj["Key"][len(base) :],
+                        int(obj["Size"]),
+                        obj["ETag"].strip('"'),
+                        obj["LastModified"].timestamp() if obj.get("LastModified") else None,
+                    )
                     for obj in page.get("Contents", [])
                 )
         # Some servers (SeaweedFS) list in directory-tree order, where "a/b" precedes "a.b": sort by key.
@@ -463,6 +502,23 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def sweep_temporaries(self, prefix: str, older_than: float) -> int:
+        """Abort multipart uploads under ``prefix`` begun more than ``older_than`` seconds ago (a killed
+        upload's parts are stored, and billed, until then; a complete object is never touched)."""
+        _validate_prefix(prefix)
+        cutoff = time.time() - older_than
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix + "x")[:-1]):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+        return aborted
 
     def _transfer(self, submit: Callable[[Any, Any], list[Any]], progress: Progress | None) -> int:
         """Run transfers on boto3's transfer manager; report progress from the caller's thread.
