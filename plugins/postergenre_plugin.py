@@ -1,6 +1,6 @@
 """Airflow plugin: the postergenre monitoring pages in the api-server, with a link in the UI's navigation.
 
-Thin on purpose: the app lives in :mod:`postergenre.webapp`. Airflow imports every plugin module in each
+Thin on purpose: the app lives in :mod:`postergenre.ui`. Airflow imports every plugin module in each
 process that loads plugins, including every task (for macros), so the app is only built on its first request
 in the api-server: importing this file costs nothing but Airflow's own plugin base class.
 
@@ -18,14 +18,14 @@ URL_PREFIX = "/postergenre"
 
 
 class LazyMonitoringApp:
-    """An ASGI app that builds :func:`postergenre.webapp.create_app` when it is first called."""
+    """An ASGI app that builds :func:`postergenre.ui.app.create_app` when it is first called."""
 
     def __init__(self) -> None:
         self._app: Any = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self._app is None:  # no await before the assignment: one event loop builds it once
-            from postergenre.webapp import create_app
+            from postergenre.ui.app import create_app
 
             self._app = create_app()
         await self._app(scope, receive, send)

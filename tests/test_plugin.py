@@ -9,28 +9,38 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from postergenre import registry
 from postergenre.config import Settings, get_settings
+from postergenre.evaluation import (
+    binary_metrics,
+    f1_comparison_table,
+    multiclass_metrics,
+    ova_ensemble_metrics,
+    render_markdown,
+)
 from postergenre.genres import GENRES
 from postergenre.snapshots import load_manifest
 from postergenre.steps.drift import compute_drift
 from postergenre.steps.ingest import ingest_snapshot
 from postergenre.storage import open_store
 from postergenre.synth import generate_snapshot
-from postergenre.webapp import Threshold, create_app, line_chart_svg, markdown_to_html
+from postergenre.ui.app import create_app
+from postergenre.ui.charts import Threshold, line_chart_svg
+from postergenre.ui.render import cell, records, render, rows, utc_minute
 
 SNAPSHOTS = ("2026-01-05", "2026-02-02")
 CNN_METRICS = {"test": {"macro_f1": 0.4213, "accuracy": 0.5321}, "val": {"macro_f1": 0.4}}
+XSS = "<script>alert(1)</script>"
 REPORT_MD = """## Table 1: single CNN over the splits
 
 | Metric | train | test |
 |---|---|---|
 | Macro F1 | 0.612 | **0.421** |
-
-OvA multi-label: micro-F1 0.333 <script>alert(1)</script>
 """
 
 
@@ -68,7 +78,12 @@ def populate(settings: Settings) -> dict:
     store = open_store(settings.store_url)
     store.put_json(
         "runs/x/report.json",
-        {"classes": list(GENRES), "cnn": CNN_METRICS, "decisions": {"genre-cnn": decision}},
+        {
+            "classes": list(GENRES),
+            "cnn": {"train": {"loss": 0.9, "macro_f1": 0.612}, **CNN_METRICS},
+            "ova_members": {"Western": {"f1": 0.25, "accuracy": 0.9}, XSS: {"f1": 0.5}},
+            "decisions": {"genre-cnn": decision, "genre-ova/western": {"promote": False, "reason": XSS}},
+        },
     )
     store.put_bytes("runs/x/report.md", REPORT_MD.encode())
     return {"drift": drift, "cnn": cnn, "member": member}
@@ -211,7 +226,13 @@ def test_dashboard_shows_genres_drift_champions_and_run(world):
     assert 'href="models/genre-cnn"' in text
     assert facts["drift"]["severity"] in text
     assert "<h3>Table 1: single CNN over the splits</h3>" in text
-    assert "<strong>0.421</strong>" in text
+    # Table 1 from report.json, missing metrics as dashes; no per-class data, so no Table 2
+    assert (
+        '<tr><td>test</td><td>–</td><td class="num">0.532</td><td>–</td><td>–</td><td class="num">0.421</td>'
+        in text
+    )
+    assert "<h3>Table 3: OvA binary members (test)</h3>" in text and "Table 2" not in text
+    assert text.index("<tr><td>train</td>") < text.index("<tr><td>val</td>") < text.index("<tr><td>test</td>")
     assert "<script>" not in text and "&lt;script&gt;" in text
 
 
@@ -253,7 +274,10 @@ def test_unreadable_run_report_fails_its_section_only(tmp_path, token):
     client = TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"})
     page = client.get("/")
     assert page.status_code == 200
-    assert "Unavailable: AttributeError" in page.text and "No snapshot ingested" in page.text
+    assert "Unavailable: UnreadableRecord" in page.text and "No snapshot ingested" in page.text
+    run_page = client.get("/runs/odd")
+    assert run_page.status_code == 200 and "Unavailable: UnreadableRecord" in run_page.text
+    assert client.get("/api/runs/odd").status_code == 503
 
 
 def test_plugin_mounts_the_app_with_login_and_adds_a_navigation_link(airflow_db, settings, token):
@@ -273,14 +297,129 @@ def test_plugin_mounts_the_app_with_login_and_adds_a_navigation_link(airflow_db,
     assert view["destination"] == "nav" and view["href"] == "postergenre/"
 
 
+# ------------------------------------------------------------------------------------------------ run report
+
+
+def full_report() -> dict:
+    """A report.json as the retrain run writes it, from the evaluation functions over random predictions."""
+    rng = np.random.default_rng(0)
+    k = len(GENRES)
+
+    def split(n: int) -> tuple[np.ndarray, dict]:
+        y = rng.integers(0, k, n)
+        p = rng.random((n, k)) + np.eye(k)[y]
+        return y, multiclass_metrics(y, p / p.sum(axis=1, keepdims=True), GENRES)
+
+    cnn = {name: split(200)[1] for name in ("train", "val")}
+    y_test, cnn["test"] = split(300)
+    ova_p = rng.random((300, k))
+    ova = ova_ensemble_metrics(y_test, ova_p, GENRES, {g: 0.5 for g in GENRES})
+    return {
+        "classes": list(GENRES),
+        "cnn": cnn,
+        "ova_members": {g: binary_metrics(y_test == j, ova_p[:, j]) for j, g in enumerate(GENRES)},
+        "ova": ova,
+        "f1_comparison": f1_comparison_table(cnn["test"], ova, GENRES),
+        "decisions": {"genre-cnn": {"promote": False, "reason": "not better"}},
+        "fine_tune": {"fine_tuned": True, "top_blocks": 2, "learning_rate": 1e-5, "val_loss_before": 2.5,
+                      "val_loss": 2.25, "epochs_run": 3},
+        "generated_at": "2026-02-02T10:00:00+00:00",
+    }  # fmt: skip
+
+
+def test_run_report_renders_every_section_of_report_json():
+    report = full_report()
+    page = render("run.html", run={"run_id": "r1", "report": report, "markdown": ""}, runs=[], root="")
+    headings = [line[3:] for line in render_markdown(report).splitlines() if line.startswith("## ")]
+    assert len(headings) == 5  # Tables 1-4 and the fine-tune stage: the same sections as report.md
+    for heading in headings:
+        assert f"<h3>{escape(heading)}</h3>" in page
+    assert "<h3>OvA multi-label" in page
+    for genre in GENRES:  # one row in each of Tables 2, 3 and 4
+        assert page.count(f"<tr><td>{escape(genre)}</td>") == 3
+    assert "<tfoot><tr><td>Macro</td>" in page
+    assert f'<td class="num">{report["cnn"]["test"]["macro_f1"]:.3f}</td>' in page
+    fine_tune = ('<td class="num">1e-05</td>', '<td class="num">2.2500</td>', "<td>yes</td>")
+    assert all(snippet in page for snippet in fine_tune)
+    assert "keep champion" in page and "not better" in page
+
+
+BROKEN_REPORT = {
+    "classes": None,
+    "generated_at": 20260101,
+    "cnn": {"test": {"macro_f1": "high", "accuracy": None, "per_class": ["a", "list"]}, "val": None},
+    "ova_members": ["Western"],
+    "ova": "not computed",
+    "f1_comparison": {"genre": "Drama"},
+    "fine_tune": {"fine_tuned": None, "learning_rate": "fast"},
+    "decisions": {
+        "genre-cnn": {"promote": True, "reason": None},
+        "genre-ova/drama": None,
+        "genre-ova/western": {"promote": "maybe", "reason": 7},
+    },
+}
+
+
+def test_null_and_mistyped_stored_fields_still_render(tmp_path, token):
+    settings = Settings(home=tmp_path / "home")
+    open_store(settings.store_url).put_json("runs/odd/report.json", BROKEN_REPORT)
+    reg = open_store(settings.registry_url)
+    null_decision = {"promote": True, "reason": None}
+    version = registry.register_version(
+        reg, "genre-cnn", files={"model.keras": b"m"}, metrics={"test": {"macro_f1": None, "accuracy": "n/a"}},
+        lineage={"run_id": None}, decision=null_decision,
+    )["version"]  # fmt: skip
+    registry.promote(reg, "genre-cnn", version, actor=None, reason=None, decision=null_decision)
+    client = TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"})
+    pages = {path: client.get(path) for path in ("/", "/runs/odd", "/models/genre-cnn")}
+    for path, page in pages.items():
+        assert page.status_code == 200, path
+        assert "Unavailable" not in page.text, path
+    run = pages["/runs/odd"].text
+    assert "Run report: odd" in run and "<h3>Table 1: single CNN over the splits</h3>" in run
+    assert '<span class="badge promote">promote</span></td><td></td>' in run  # reason: null
+    drama = '<a href="../models/genre-ova/drama">genre-ova/drama</a></td><td><span class="badge reject">'
+    assert drama in run  # a decision that is not an object: not a promotion
+    assert "<td>7</td>" in run and "<td>high</td>" in run
+    model = pages["/models/genre-cnn"].text
+    assert version in model and "★ champion" in model
+    for path in ("/api/runs", "/api/runs/latest", "/api/models", "/api/models/genre-cnn"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_stored_markup_is_escaped_on_every_page(tmp_path, token):
+    settings = Settings(home=tmp_path / "home")
+    reg = open_store(settings.registry_url)
+    version = registry.register_version(
+        reg, "genre-cnn", files={"model.keras": b"m"}, metrics={"test": {"macro_f1": XSS}},
+        lineage={"run_id": XSS, "snapshot_id": XSS}, decision={"promote": XSS, "reason": XSS},
+    )["version"]  # fmt: skip
+    registry.promote(reg, "genre-cnn", version, actor=XSS, reason=XSS)
+    report = {"classes": [XSS], "cnn": {XSS: {"loss": XSS}}, "ova_members": {XSS: {"f1": XSS}},
+              "decisions": {XSS: {"reason": XSS}}, "fine_tune": {"top_blocks": XSS}, "generated_at": XSS}  # fmt: skip
+    open_store(settings.store_url).put_json("runs/r1/report.json", report)
+    client = TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"})
+    for path in ("/", "/models/genre-cnn", "/runs/r1"):
+        page = client.get(path)
+        assert page.status_code == 200 and "Unavailable" not in page.text, path
+        assert "<script>" not in page.text and "&lt;script&gt;" in page.text, path
+    missing = client.get("/runs/%3Cscript%3E", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and "<script>" not in missing.text
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def test_markdown_tables_headings_and_escaping():
-    out = markdown_to_html("# Title\n\n| a | b |\n|---|---:|\n| x<y | 1.5 |\n\nsome **bold** `code`\ntext")
-    assert "<h2>Title</h2>" in out
-    assert '<td>x&lt;y</td><td class="num">1.5</td>' in out
-    assert "<p>some <strong>bold</strong> <code>code</code> text</p>" in out
+def test_cells_and_records_tolerate_any_stored_value():
+    assert [cell(v) for v in (None, True, 3, 0.12345, "x", [1])] == ["–", "yes", "3", "0.123", "x", "[1]"]
+    assert cell(0.123, ".1%") == "12.3%" and cell(1e-5, "g") == "1e-05"
+    by_name = {"b": {"f1": 1}, "a": 2, "c": {}}
+    assert records(by_name, "genre", order=["c", "missing"]) == [{"genre": "c"}, {"f1": 1, "genre": "b"},
+                                                                 {"genre": "a"}]  # fmt: skip
+    assert records(["not", "a", "mapping"], "genre") == []
+    assert rows({"genre": "Drama"}) == [] and rows([{"a": 1}, 2]) == [{"a": 1}]
+    assert utc_minute("2026-01-05T10:15:30+01:00") == "2026-01-05 09:15 UTC"
+    assert utc_minute("soon") == "soon" and utc_minute(None) == "–"
 
 
 def test_line_chart_draws_series_gaps_single_points_and_thresholds():
