@@ -126,13 +126,14 @@ def sample_genres(movies: int, rng: np.random.Generator) -> GenreTable:
 
 
 def collapse(table: GenreTable) -> np.ndarray:
-    """Each movie's least common genre (fewest movies carrying it in the table; ties by name), per movie."""
-    raw = np.bincount(table.row_genre, minlength=N_GENRES)
-    by_rarity = np.lexsort((np.arange(N_GENRES), raw))
-    rarity = np.empty(N_GENRES, dtype=np.int64)
-    rarity[by_rarity] = np.arange(N_GENRES)
-    starts = np.concatenate([[0], np.cumsum(table.counts)[:-1]])
-    return by_rarity[np.minimum.reduceat(rarity[table.row_genre], starts)]
+    """Each movie's least common genre index (fewest movies carrying it in the table; ties by name), per movie.
+
+    The label processing's own rule (``labels.least_common_genres``), so posters carry the signal of exactly
+    the genre a movie is labelled with.
+    """
+    from postergenre.labels import least_common_genres  # pulls in pandas and pyarrow: only this needs it
+
+    return least_common_genres(table.row_id, table.row_genre)[1].astype(np.int64)
 
 
 def _csv_lines(table: GenreTable) -> list[str]:

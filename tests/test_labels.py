@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,18 +13,27 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from postergenre.genres import GENRES
+from postergenre.label_arrays import genre_masks
 from postergenre.labels import (
+    MIN_MOVIES_PER_CLASS,
     SPLITS,
-    balance,
+    check_minimums,
+    class_weights,
     collapse,
     genre_movie_counts,
+    least_common_genres,
+    min_movies_per_class,
+    movie_genres,
     one_hot,
     ova_sets,
     prepare_labels,
     split_sizes,
     spread,
     stratified_split,
+    undersample,
+    with_dropped_in_train,
 )
+from postergenre.synth import generate_snapshot
 
 
 def make_rows(movies: dict[int, list[str]], shuffle_seed: int | None = None) -> pd.DataFrame:
@@ -107,7 +119,7 @@ def test_unknown_or_missing_genres_are_rejected():
     with pytest.raises(ValueError, match="unknown genre"):
         genre_movie_counts(pd.DataFrame({"movie_id": [1, 2], "genre": ["Drama", None]}))
     with pytest.raises(ValueError, match="Cartoon"):
-        balance(pd.DataFrame({"movie_id": [1, 2], "genre": pd.Categorical(["Drama", "Cartoon"])}), 0)
+        undersample(pd.DataFrame({"movie_id": [1, 2], "genre": pd.Categorical(["Drama", "Cartoon"])}), 0)
 
 
 def test_categorical_and_string_genres_give_the_same_result():
@@ -117,12 +129,12 @@ def test_categorical_and_string_genres_give_the_same_result():
     assert genre_movie_counts(as_category).equals(genre_movie_counts(rows))
 
 
-# ---- balance -----------------------------------------------------------------------------------------------
+# ---- undersample --------------------------------------------------------------------------------------------
 
 
-def test_balance_cuts_every_class_to_the_smallest_and_ignores_absent_ones():
+def test_undersample_cuts_every_class_to_the_smallest_and_ignores_absent_ones():
     collapsed = single_genre({"Drama": 40, "Comedy": 25, "Western": 7})
-    out = balance(collapsed, seed=3)
+    out = undersample(collapsed, seed=3)
     assert out["genre"].value_counts().loc[["Drama", "Comedy", "Western"]].tolist() == [7, 7, 7]
     assert len(out) == 21  # the 16 genres with no movie neither set the minimum nor appear
     assert set(out["movie_id"]) <= set(collapsed["movie_id"])
@@ -131,16 +143,16 @@ def test_balance_cuts_every_class_to_the_smallest_and_ignores_absent_ones():
     assert set(out.loc[out["genre"] == "Western", "movie_id"]) == western
 
 
-def test_balance_is_seeded_and_independent_of_row_order():
+def test_undersample_is_seeded_and_independent_of_row_order():
     collapsed = single_genre({"Drama": 200, "Comedy": 150, "Western": 50})
     shuffled = collapsed.sample(frac=1, random_state=1)
-    assert_frame_equal(balance(collapsed, 11), balance(shuffled, 11))
-    assert not balance(collapsed, 11)["movie_id"].equals(balance(collapsed, 12)["movie_id"])
+    assert_frame_equal(undersample(collapsed, 11), undersample(shuffled, 11))
+    assert not undersample(collapsed, 11)["movie_id"].equals(undersample(collapsed, 12)["movie_id"])
 
 
-def test_balance_rejects_repeated_movies():
+def test_undersample_rejects_repeated_movies():
     with pytest.raises(ValueError, match="unique"):
-        balance(pd.DataFrame({"movie_id": [2, 1, 2], "genre": ["Drama", "War", "War"]}), 0)
+        undersample(pd.DataFrame({"movie_id": [2, 1, 2], "genre": ["Drama", "War", "War"]}), 0)
 
 
 # ---- stratified_split --------------------------------------------------------------------------------------
@@ -273,19 +285,26 @@ def skewed_rows(movies: int, seed: int) -> pd.DataFrame:
 def test_prepare_labels_chains_the_steps_and_counts_the_splits():
     rows = skewed_rows(3000, seed=0)
     prepared = prepare_labels(rows, seed=9)
-    assert prepared.seed == 9 and prepared.classes == list(GENRES)
-    assert_frame_equal(prepared.labels, stratified_split(balance(collapse(rows), 9), 9))
+    assert prepared.seed == 9 and prepared.classes == list(GENRES) and prepared.balance == "undersample"
+    assert_frame_equal(
+        prepared.labels.drop(columns="weight"), stratified_split(undersample(collapse(rows), 9), 9)
+    )
+    assert (prepared.labels["weight"] == 1.0).all()
+    assert all((frame["weight"] == 1.0).all() for frame in prepared.ova.values())
     assert sorted(prepared.ova) == sorted(prepared.classes)
     table = prepared.labels.groupby(["split", "genre"], observed=True).size()
     assert prepared.counts == {s: {g: int(table[(s, g)]) for g in prepared.classes} for s in SPLITS}
 
 
-def test_prepare_labels_handles_empty_and_single_movie_snapshots():
-    empty = prepare_labels(make_rows({}), seed=0)
-    assert empty.labels.empty and empty.ova == {} and empty.classes == []
-    single = prepare_labels(make_rows({7: ["War", "Drama"]}), seed=0)
-    assert single.labels["split"].tolist() == ["train"] and single.classes == ["Drama"]
-    assert single.ova["Drama"]["label"].tolist() == [1]
+def test_undersample_output_is_the_one_before_the_weighted_option():
+    # Digest of the labels and OvA rows that the code before ``balance`` existed prepared from this input: the
+    # default must not move by a single row (the stored parquet bytes follow from the rows; see test_datasets).
+    prepared = prepare_labels(skewed_rows(3000, seed=0), seed=9)
+    digest = hashlib.sha256(prepared.labels[["movie_id", "genre", "split"]].to_csv(index=False).encode())
+    for genre in sorted(prepared.ova):
+        digest.update(genre.encode())
+        digest.update(prepared.ova[genre][["movie_id", "label", "split"]].to_csv(index=False).encode())
+    assert digest.hexdigest() == "0e73150f457c15572c4734a323f8a37169c41908be0f046147c704e6ed5e3439"
 
 
 def test_prepare_labels_is_deterministic_per_seed():
@@ -296,6 +315,179 @@ def test_prepare_labels_is_deterministic_per_seed():
         assert_frame_equal(first.ova[genre], again.ova[genre])
     assert not first.labels["movie_id"].equals(other.labels["movie_id"])
     assert not first.ova["Drama"]["movie_id"].equals(other.ova["Drama"]["movie_id"])
+
+
+# ---- minimums -----------------------------------------------------------------------------------------------
+
+
+def test_the_minimum_class_size_is_the_first_that_fills_every_split_for_good():
+    assert MIN_MOVIES_PER_CLASS == min_movies_per_class() == 6
+    assert split_sizes(np.array([5])).tolist() == [[4, 1, 0]]  # 5 leaves test empty
+    assert (split_sizes(np.arange(6, 20_000)) >= 1).all()
+    three = min_movies_per_class(3)
+    assert (split_sizes(np.arange(three, 20_000)) >= 3).all() and (
+        split_sizes(np.array([three - 1])) < 3
+    ).any()
+
+
+@pytest.mark.parametrize(
+    ("movies", "message"),
+    [
+        ({}, "need movies of at least 2, found no labelled movie"),
+        ({i: ["Drama"] for i in range(50)}, "found Drama (50 movies)"),
+        (
+            {**{i: ["Drama"] for i in range(50)}, **{100 + i: ["War"] for i in range(5)}},
+            "War has 5 (1 short)",
+        ),
+    ],
+)
+def test_snapshots_below_the_minimums_are_refused_with_the_shortfall(movies, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        prepare_labels(make_rows(movies), seed=0)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        prepare_labels(make_rows(movies), seed=0, balance="weighted")
+
+
+def test_six_movies_per_class_is_enough_for_every_split():
+    movies = {**{i: ["Drama"] for i in range(40)}, **{100 + i: ["War", "Drama"] for i in range(6)}}
+    prepared = prepare_labels(make_rows(movies), seed=0)
+    assert all(n >= 1 for split in SPLITS for n in prepared.counts[split].values())
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "at least 12 once every movie is collapsed to its least common genre, so that train, val and test each get 2; War has 6 (6 short)"
+        ),
+    ):
+        prepare_labels(make_rows(movies), seed=0, min_per_split=2)
+
+
+def test_the_300_movie_synthetic_export_is_refused_naming_its_short_genres(tmp_path):
+    # The export whose retrain died with "error: 'val_loss'": 2 Westerns left the val split empty.
+    generate_snapshot(tmp_path / "export", movies=300, seed=0, posters=False)
+    rows = pd.read_csv(tmp_path / "export" / "genres.csv").rename(columns={"id": "movie_id"})
+    with pytest.raises(ValueError, match=r"Western has 2 \(4 short\), War has 4 \(2 short\)"):
+        prepare_labels(rows, seed=42)
+    check_minimums(collapse(skewed_rows(3000, seed=0)))  # the suite's usual snapshot passes
+
+
+# ---- the weighted balance ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both_balances():
+    rows = skewed_rows(4000, seed=2)
+    return rows, prepare_labels(rows, seed=5), prepare_labels(rows, seed=5, balance="weighted")
+
+
+def held_out(frame: pd.DataFrame) -> pd.DataFrame:
+    part = frame[frame["split"].astype(str) != "train"].drop(columns="weight")
+    return part.reset_index(drop=True)
+
+
+def test_weighted_keeps_val_and_test_row_for_row(both_balances):
+    _, under, weighted = both_balances
+    assert_frame_equal(held_out(weighted.labels), held_out(under.labels))
+    assert weighted.ova.keys() == under.ova.keys()
+    for genre in under.ova:
+        assert_frame_equal(held_out(weighted.ova[genre]), held_out(under.ova[genre]))
+        assert (weighted.ova[genre].loc[lambda f: f["split"] != "train", "weight"] == 1.0).all()
+    assert weighted.counts["val"] == under.counts["val"] and weighted.counts["test"] == under.counts["test"]
+
+
+def test_weighted_puts_every_dropped_movie_in_train_exactly_once(both_balances):
+    rows, under, weighted = both_balances
+    everyone = collapse(rows)
+    assert_frame_equal(
+        weighted.labels[["movie_id", "genre"]], everyone
+    )  # each labelled movie once, same genre
+    dropped = ~weighted.labels["movie_id"].isin(under.labels["movie_id"])
+    assert dropped.sum() == len(everyone) - len(under.labels) > 0
+    assert (weighted.labels.loc[dropped, "split"] == "train").all()
+    kept = weighted.labels.loc[~dropped].reset_index(drop=True)
+    assert_frame_equal(kept.drop(columns="weight"), under.labels.drop(columns="weight"))
+
+
+def test_class_weights_give_every_genre_the_same_train_weight(both_balances):
+    _, _, weighted = both_balances
+    train = weighted.labels[weighted.labels["split"] == "train"]
+    totals = train.groupby("genre", observed=True)["weight"].sum()
+    assert len(totals) == len(weighted.classes)
+    assert totals.to_numpy() == pytest.approx(np.full(len(totals), len(train) / len(totals)), rel=1e-12)
+    assert train.groupby("genre", observed=True)["weight"].nunique().eq(1).all()
+    assert (weighted.labels.loc[weighted.labels["split"] != "train", "weight"] == 1.0).all()
+
+
+def test_class_weights_of_a_balanced_train_split_are_exactly_one():
+    labels = labelled({"train": {"Drama": 7, "War": 7, "Comedy": 7}, "val": {"Drama": 2, "War": 1}})
+    assert class_weights(labels).tolist() == [1.0] * len(labels)
+    skewed = labelled({"train": {"Drama": 30, "War": 10}})
+    assert sorted(set(class_weights(skewed).tolist())) == [40 / 60, 40 / 20]
+
+
+def test_weighted_ova_train_takes_every_positive_and_weights_negatives_back_to_70_30(both_balances):
+    _, _, weighted = both_balances
+    genre_of = weighted.labels.set_index("movie_id")["genre"].astype(str)
+    train_ids = weighted.labels.loc[weighted.labels["split"] == "train"]
+    for genre, frame in weighted.ova.items():
+        train = frame[frame["split"] == "train"]
+        positives = set(train.loc[train["label"] == 1, "movie_id"])
+        assert positives == set(train_ids.loc[train_ids["genre"] == genre, "movie_id"])
+        negatives = train[train["label"] == 0]
+        negative_genres = genre_of[negatives["movie_id"]].to_numpy()
+        assert genre not in set(negative_genres)
+        total = train["weight"].sum()
+        assert total == pytest.approx(len(train))
+        assert train.loc[train["label"] == 1, "weight"].sum() == pytest.approx(0.3 * total)
+        per_genre = negatives.groupby(negative_genres)["weight"].sum()
+        assert per_genre.to_numpy() == pytest.approx(np.full(len(per_genre), 0.7 * total / len(per_genre)))
+        # Drawn as ova_sets draws: 70/30 where possible, an equal quota per other genre, all of a short one.
+        available = train_ids.loc[train_ids["genre"] != genre, "genre"].astype(str).value_counts()
+        assert len(negatives) == min(neg_target(len(positives)), available.sum())
+        drawn = pd.Series(negative_genres).value_counts()
+        partial = drawn[drawn < available[drawn.index].to_numpy()]
+        if len(partial):
+            assert partial.max() - partial.min() <= 1 and drawn.max() <= partial.max()
+
+
+def test_weighted_is_deterministic_and_seeded(both_balances):
+    rows, _, weighted = both_balances
+    again = prepare_labels(rows.iloc[::-1], seed=5, balance="weighted")
+    assert_frame_equal(again.labels, weighted.labels)
+    for genre in weighted.ova:
+        assert_frame_equal(again.ova[genre], weighted.ova[genre])
+    other = prepare_labels(rows, seed=6, balance="weighted")
+    assert not other.ova["Drama"]["movie_id"].equals(weighted.ova["Drama"]["movie_id"])
+
+
+def test_with_dropped_in_train_refuses_movies_it_does_not_know():
+    collapsed = single_genre({"Drama": 10, "War": 10})
+    split = stratified_split(collapsed.iloc[:8], seed=0)
+    with pytest.raises(ValueError, match="movies of collapsed"):
+        with_dropped_in_train(split.assign(movie_id=split["movie_id"] + 1), collapsed)
+    with pytest.raises(ValueError, match="unknown balance"):
+        prepare_labels(skewed_rows(300, seed=0), seed=0, balance="oversample")
+
+
+# ---- genre lists -------------------------------------------------------------------------------------------
+
+
+def test_movie_genres_keep_the_collapse_and_the_full_list_in_genres_order():
+    rows = make_rows({3: ["War", "Drama"], 1: ["Drama"], 2: ["Western", "Comedy", "Drama"]}, shuffle_seed=1)
+    out = movie_genres(rows)
+    assert out["movie_id"].tolist() == [1, 2, 3]
+    assert genre_list(out["genres"]) == ["Drama", "Comedy|Drama|Western", "Drama|War"]
+    assert_frame_equal(out[["movie_id", "genre"]], collapse(rows))
+    with pytest.raises(ValueError, match="Cartoon"):
+        movie_genres(make_rows({1: ["Cartoon"]}))
+
+
+def test_least_common_genres_on_codes_matches_collapse():
+    rows = skewed_rows(500, seed=3)
+    codes = np.array([GENRES.index(g) for g in rows["genre"]])
+    ids, rarest = least_common_genres(rows["movie_id"].to_numpy()[::-1], codes[::-1])
+    expected = collapse(rows)
+    assert ids.tolist() == expected["movie_id"].tolist()
+    assert [GENRES[c] for c in rarest] == genre_list(expected["genre"])
 
 
 # ---- hypothesis invariants ---------------------------------------------------------------------------------
@@ -320,9 +512,9 @@ def test_collapse_keeps_every_movie_with_one_of_its_least_common_genres(movies, 
 
 @props
 @given(movies=movie_maps, seed=st.integers(0, 2**32))
-def test_balance_split_and_ova_invariants(movies, seed):
+def test_undersample_split_and_ova_invariants(movies, seed):
     collapsed = collapse(make_rows(movies))
-    balanced = balance(collapsed, seed)
+    balanced = undersample(collapsed, seed)
     sizes = balanced["genre"].value_counts()
     sizes = sizes[sizes > 0]
     before = collapsed["genre"].value_counts()
@@ -355,12 +547,17 @@ def test_balance_split_and_ova_invariants(movies, seed):
 @props
 @given(movies=movie_maps, seed=st.integers(0, 2**32))
 def test_same_seed_gives_identical_frames(movies, seed):
+    # The steps one by one: most of these tiny maps are below prepare_labels' minimums.
+    def steps(rows):
+        labels = stratified_split(undersample(collapse(rows), seed), seed)
+        return labels, ova_sets(labels, seed)
+
     rows = make_rows(movies)
-    first, again = prepare_labels(rows, seed), prepare_labels(rows.iloc[::-1], seed)
-    assert_frame_equal(first.labels, again.labels)
-    assert first.ova.keys() == again.ova.keys()
-    for genre in first.ova:
-        assert_frame_equal(first.ova[genre], again.ova[genre])
+    (first, first_ova), (again, again_ova) = steps(rows), steps(rows.iloc[::-1])
+    assert_frame_equal(first, again)
+    assert first_ova.keys() == again_ova.keys()
+    for genre in first_ova:
+        assert_frame_equal(first_ova[genre], again_ova[genre])
 
 
 @props
@@ -371,5 +568,15 @@ def test_same_seed_gives_identical_frames(movies, seed):
 def test_different_seeds_draw_different_samples(sizes, seeds):
     # Each genre has at least 20 movies, so two seeds agreeing on every split is vanishingly unlikely.
     collapsed = single_genre(sizes)
-    first, second = (stratified_split(balance(collapsed, seed), seed) for seed in seeds)
+    first, second = (stratified_split(undersample(collapsed, seed), seed) for seed in seeds)
     assert not first.equals(second)
+
+
+@props
+@given(movies=movie_maps, shuffle_seed=st.integers(0, 2**16))
+def test_genre_lists_round_trip(movies, shuffle_seed):
+    out = movie_genres(make_rows(movies, shuffle_seed))
+    assert out["movie_id"].tolist() == sorted(movies)
+    masks = genre_masks(out["genres"])
+    for movie_id, mask in zip(out["movie_id"], masks.tolist(), strict=True):
+        assert {g for i, g in enumerate(GENRES) if mask >> i & 1} == set(movies[movie_id])

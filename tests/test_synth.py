@@ -13,8 +13,16 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import NearestCentroid
 
+from postergenre import labels
 from postergenre.genres import GENRES, normalise_genre
-from postergenre.synth import FIRST_ID, SynthSummary, generate_snapshot, genre_weights
+from postergenre.synth import (
+    FIRST_ID,
+    SynthSummary,
+    collapse,
+    generate_snapshot,
+    genre_weights,
+    sample_genres,
+)
 
 
 def read_genres(out: Path) -> pd.DataFrame:
@@ -131,6 +139,18 @@ def test_distribution_is_letterboxd_like(mid):
     assert 0.35 <= (per_movie > 1).mean() <= 0.55 and per_movie.max() == 5
     # Raw counts follow the published weights in rank.
     assert raw.rank().corr(pd.Series(genre_weights()).rank(), method="spearman") > 0.9
+
+
+def test_posters_are_drawn_for_the_genre_the_label_processing_collapses_to(mid):
+    # synth.collapse is labels' rule itself; the pandas re-implementation above checks that rule independently.
+    table = sample_genres(3000, np.random.default_rng(4))
+    rows = pd.DataFrame({"movie_id": table.row_id, "genre": np.array(GENRES)[table.row_genre]})
+    expected = labels.collapse(rows)
+    assert table.ids.tolist() == expected["movie_id"].tolist()
+    assert [GENRES[g] for g in collapse(table)] == expected["genre"].astype(str).tolist()
+    ours = labels.collapse(mid.rename(columns={"id": "movie_id"}))
+    independent = collapse_with_pandas(mid)  # sorted by id, like ours
+    assert ours["genre"].astype(str).tolist() == independent.tolist()
 
 
 @pytest.mark.parametrize("a,b", [("Crime", "Thriller"), ("Animation", "Family"), ("Comedy", "Romance")])
