@@ -51,6 +51,14 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Age after which temporaries left by a killed ingest are swept."
     )
 
+    # Caps on model files read from outside (a weights .pth is a pickle that declares its own tensor sizes).
+    max_tensor_bytes: int = Field(
+        64 * 2**20, gt=0, description="Largest tensor a weights file may declare (Lite0's largest: 5 MB)."
+    )
+    max_weights_bytes: int = Field(
+        512 * 2**20, gt=0, description="Most bytes all tensors of one weights file may take (Lite0: 19 MB)."
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import importlib.metadata
+import io
+import math
 import os
 import pickle
 import tempfile
@@ -109,6 +111,51 @@ def build_lite0(image_size: int = 224, *, include_top: bool = False, name: str =
 
 
 # --- reading a PyTorch state dict without PyTorch -------------------------------------------------------------
+#
+# A weights file is untrusted input: its pickle declares shapes, strides and storage lengths, and a few hundred
+# bytes can declare a 1 GiB tensor. Every size is checked against caps *before* anything is allocated.
+
+
+class UnsafeWeightsFile(ValueError):
+    """A weights file that is malformed, or whose tensors exceed the size caps; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Most bytes one tensor (or storage) and all of them together may take once read."""
+
+    tensor_bytes: int
+    total_bytes: int
+
+    @classmethod
+    def from_settings(cls) -> Caps:
+        from postergenre.config import get_settings
+
+        settings = get_settings()
+        return cls(settings.max_tensor_bytes, settings.max_weights_bytes)
+
+
+class _Budget:
+    """Counts the bytes a read allocates and refuses, naming the file and the setting, before a cap is hit."""
+
+    def __init__(self, name: str, caps: Caps) -> None:
+        self.name, self.caps, self.used = name, caps, 0
+
+    def take(self, what: str, nbytes: int, *, per_tensor: bool = True) -> None:
+        if nbytes < 0:
+            raise UnsafeWeightsFile(f"{self.name}: {what} has a negative size")
+        if per_tensor and nbytes > self.caps.tensor_bytes:
+            raise UnsafeWeightsFile(
+                f"{self.name}: {what} would take {nbytes} bytes, over the cap of {self.caps.tensor_bytes} "
+                "per tensor (POSTERGENRE_MAX_TENSOR_BYTES)"
+            )
+        if self.used + nbytes > self.caps.total_bytes:
+            raise UnsafeWeightsFile(
+                f"{self.name}: its tensors would take over {self.caps.total_bytes} bytes in all "
+                "(POSTERGENRE_MAX_WEIGHTS_BYTES)"
+            )
+        self.used += nbytes
+
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -172,68 +219,103 @@ class SafeTorchUnpickler(pickle.Unpickler):
 
 
 def _unpickle(fh: IO[bytes]) -> tuple[Any, dict[str, type]]:
+    # ``fh`` is in memory (BytesIO): a pickle opcode declaring a huge length then reads what is there and
+    # fails as truncated, instead of making a file object allocate the declared length first.
     unpickler = SafeTorchUnpickler(fh)
-    return unpickler.load(), unpickler.storages
+    try:
+        return unpickler.load(), unpickler.storages
+    except (EOFError, pickle.UnpicklingError) as exc:
+        raise pickle.UnpicklingError(str(exc) or "truncated pickle") from None
 
 
-def _read_zip(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
-    """``torch.save`` since 1.6: ``<archive>/data.pkl`` plus one raw little-endian ``<archive>/data/<key>``."""
+def _read_zip(path: Path, budget: _Budget) -> tuple[Any, dict[str, np.ndarray]]:
+    """``torch.save`` since 1.6: ``<archive>/data.pkl`` plus one raw little-endian ``<archive>/data/<key>``.
+
+    Member sizes come from the zip directory and are checked before reading; ``zipfile`` never returns more
+    than a member's declared size (and fails on a CRC mismatch), so a lying directory cannot get past them.
+    """
     with zipfile.ZipFile(path) as zf:
         pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
         if pkl is None:
-            raise ValueError(f"{path.name} is a zip without data.pkl, not a PyTorch weights file")
+            raise UnsafeWeightsFile(f"{path.name} is a zip without data.pkl, not a PyTorch weights file")
         root = pkl[: -len("data.pkl")]
-        with zf.open(pkl) as fh:
-            obj, dtypes = _unpickle(fh)
-        storages = {k: np.frombuffer(zf.read(f"{root}data/{k}"), dtype=np.dtype(d).newbyteorder("<"))
-                    for k, d in dtypes.items()}  # fmt: skip
+        budget.take("its pickle", zf.getinfo(pkl).file_size)
+        obj, dtypes = _unpickle(io.BytesIO(zf.read(pkl)))
+        storages = {}
+        for key, dtype in dtypes.items():
+            member = f"{root}data/{key}"
+            try:
+                budget.take(f"storage {key}", zf.getinfo(member).file_size)
+            except KeyError:
+                raise UnsafeWeightsFile(f"{path.name}: storage {key} is missing") from None
+            storages[key] = np.frombuffer(zf.read(member), dtype=np.dtype(dtype).newbyteorder("<"))
     return obj, storages
 
 
-def _read_legacy(fh: IO[bytes]) -> tuple[Any, dict[str, np.ndarray]]:
+def _read_legacy(raw: bytes, budget: _Budget) -> tuple[Any, dict[str, np.ndarray]]:
     """Pre-1.6 ``torch.save``: pickles of magic, protocol, sys info, the object, the storage keys; then
-    each storage as an int64 element count followed by its raw little-endian bytes."""
+    each storage as an int64 element count followed by its raw little-endian bytes.
+
+    ``raw`` is the whole file; storages are views of it (no copy), checked against its length before use."""
+    fh, view = io.BytesIO(raw), memoryview(raw)
     if _unpickle(fh)[0] != _LEGACY_MAGIC:
-        raise ValueError("not a PyTorch weights file (bad magic number)")
+        raise UnsafeWeightsFile(f"{budget.name}: not a PyTorch weights file (bad magic number)")
     for _ in range(2):  # protocol version, sys info
         _unpickle(fh)
     obj, dtypes = _unpickle(fh)
     keys, _ = _unpickle(fh)
+    if not isinstance(keys, list) or any(str(k) not in dtypes for k in keys):
+        raise UnsafeWeightsFile(f"{budget.name}: storage keys do not match its tensors")
     storages = {}
-    for key in keys:
+    for key in map(str, keys):
         dtype = np.dtype(dtypes[key]).newbyteorder("<")
-        numel = int(np.frombuffer(fh.read(8), "<i8")[0])
-        data = fh.read(numel * dtype.itemsize)
-        if len(data) != numel * dtype.itemsize:
-            raise ValueError(f"truncated weights file: storage {key} is short")
-        storages[key] = np.frombuffer(data, dtype=dtype)
+        head = fh.read(8)
+        if len(head) != 8:
+            raise UnsafeWeightsFile(f"{budget.name}: truncated weights file: storage {key} has no length")
+        nbytes, start = int(np.frombuffer(head, "<i8")[0]) * dtype.itemsize, fh.tell()
+        if not 0 <= nbytes <= len(raw) - start:  # the declared length, checked before it is used
+            raise UnsafeWeightsFile(f"{budget.name}: truncated weights file: storage {key} is short")
+        storages[key] = np.frombuffer(view[start : start + nbytes], dtype=dtype)
+        fh.seek(start + nbytes)
     return obj, storages
 
 
-def _materialise(ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
-    """Copy the tensor out of its storage; bounds are checked because ``as_strided`` does not."""
+def _materialise(ref: _TensorRef, storage: np.ndarray, budget: _Budget, name: str) -> np.ndarray:
+    """Copy the tensor out of its storage; bounds are checked because ``as_strided`` does not, and the copy's
+    size because a zero stride lets a one-element storage declare a tensor of any size."""
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True))
     if min((ref.offset, *ref.shape, *ref.stride), default=0) < 0 or (
         0 not in ref.shape and last >= storage.size
     ):
-        raise ValueError(f"tensor view {ref} lies outside its storage of {storage.size} elements")
+        raise UnsafeWeightsFile(
+            f"{budget.name}: tensor view {ref} lies outside its storage of {storage.size} elements"
+        )
+    budget.take(f"tensor {name!r}", math.prod(ref.shape) * storage.itemsize)
     view = np.lib.stride_tricks.as_strided(
         storage[ref.offset :], ref.shape, tuple(s * storage.itemsize for s in ref.stride), writeable=False
     )
     return np.array(view, dtype=storage.dtype.newbyteorder("="))
 
 
-def read_state_dict(pth_path: str | Path) -> dict[str, np.ndarray]:
-    """A PyTorch ``state_dict`` file (zip or legacy format) -> ``{name: numpy array}``, without torch."""
+def read_state_dict(pth_path: str | Path, *, caps: Caps | None = None) -> dict[str, np.ndarray]:
+    """A PyTorch ``state_dict`` file (zip or legacy format) -> ``{name: numpy array}``, without torch.
+
+    Raises UnsafeWeightsFile (a ValueError) when a storage or tensor would exceed ``caps`` (default: the
+    ``max_tensor_bytes`` / ``max_weights_bytes`` settings), and ``pickle.UnpicklingError`` for anything that is
+    not a tensor description.
+    """
     path = Path(pth_path)
+    budget = _Budget(path.name, caps or Caps.from_settings())  # everything read and copied, together
     if zipfile.is_zipfile(path):
-        obj, storages = _read_zip(path)
+        obj, storages = _read_zip(path, budget)
     else:
-        with path.open("rb") as fh:
-            obj, storages = _read_legacy(fh)
+        budget.take("the file", path.stat().st_size, per_tensor=False)
+        obj, storages = _read_legacy(path.read_bytes(), budget)
     if not isinstance(obj, dict):
-        raise ValueError(f"{path.name} holds a {type(obj).__name__}, not a state dict")
-    return {k: _materialise(v, storages[v.key]) for k, v in obj.items() if isinstance(v, _TensorRef)}
+        raise UnsafeWeightsFile(f"{path.name} holds a {type(obj).__name__}, not a state dict")
+    return {
+        k: _materialise(v, storages[v.key], budget, k) for k, v in obj.items() if isinstance(v, _TensorRef)
+    }
 
 
 # --- PyTorch names -> Keras layers ----------------------------------------------------------------------------

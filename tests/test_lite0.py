@@ -213,3 +213,55 @@ def test_a_tensor_pointing_past_its_storage_is_refused(tmp_path):
             dst.writestr(item, data[: len(data) // 2] if item.filename.endswith("data/0") else data)
     with pytest.raises(ValueError, match="outside its storage"):
         lite0.read_state_dict(tmp_path / "short.pth")
+
+
+def _hostile_weights(tmp_path, kind: str) -> Path:
+    """A few hundred bytes (a few KB zipped) that declare a 1 GiB tensor."""
+    torch = _torch()
+    path = tmp_path / f"{kind}.pth"
+    if kind == "legacy-long-storage":  # a 1-element storage whose length field says 2**28 elements
+        buf = io.BytesIO()
+        torch.save({"w": torch.ones(1)}, buf, _use_new_zipfile_serialization=False)
+        data = buf.getvalue()
+        assert data[-12:-4] == (1).to_bytes(8, "little")
+        path.write_bytes(data[:-12] + (2**28).to_bytes(8, "little") + data[-4:])
+    else:  # a zero-stride view: one stored float, 2**28 of them once copied out
+        torch.save({"w": torch.ones(1).expand(2**28)}, path, _use_new_zipfile_serialization=kind == "zip-expand")
+    assert path.stat().st_size < 4096
+    return path
+
+
+@pytest.mark.parametrize("kind", ["legacy-long-storage", "legacy-expand", "zip-expand"])
+def test_a_tiny_file_declaring_a_huge_tensor_is_refused_before_allocating(tmp_path, kind):
+    import tracemalloc
+
+    path = _hostile_weights(tmp_path, kind)
+    tracemalloc.start()
+    try:
+        with pytest.raises(lite0.UnsafeWeightsFile, match=rf"{kind}\.pth: .*(short|cap)") as caught:
+            lite0.read_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"allocated {peak} bytes before refusing"  # the file declares 1 GiB
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value, ValueError)  # callers that catch ValueError keep working
+
+
+def test_weight_caps_come_from_settings_and_bound_the_total(tmp_path, monkeypatch):
+    torch = _torch()
+    torch.save({"a": torch.zeros(256), "b": torch.zeros(256)}, tmp_path / "two.pth")  # 1 KiB each
+    assert set(lite0.read_state_dict(tmp_path / "two.pth")) == {"a", "b"}
+    with pytest.raises(lite0.UnsafeWeightsFile, match="per tensor"):
+        lite0.read_state_dict(tmp_path / "two.pth", caps=lite0.Caps(tensor_bytes=1000, total_bytes=10**6))
+    with pytest.raises(lite0.UnsafeWeightsFile, match="in all"):
+        lite0.read_state_dict(tmp_path / "two.pth", caps=lite0.Caps(tensor_bytes=1024, total_bytes=3000))
+    from postergenre.config import get_settings
+
+    monkeypatch.setenv("POSTERGENRE_MAX_TENSOR_BYTES", "512")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(lite0.UnsafeWeightsFile, match="POSTERGENRE_MAX_TENSOR_BYTES"):
+            lite0.read_state_dict(tmp_path / "two.pth")
+    finally:
+        get_settings.cache_clear()
