@@ -128,12 +128,19 @@ def ingest_cmd(
 def prepare(
     snapshot: Annotated[str, typer.Argument(help="Published snapshot id.")],
     seed: Annotated[int | None, typer.Option(help="Sampling seed (default: POSTERGENRE_SEED).")] = None,
+    balance: Annotated[
+        str,
+        typer.Option(
+            help="undersample (the report's: every class cut to the rarest) or weighted (every labelled movie "
+            "in train, with class weights; the same val and test splits)."
+        ),
+    ] = "undersample",
     as_json: JsonFlag = False,
 ) -> None:
     """Label processing of the method report: collapse, balance, 70/15/15 split, one-hot, OvA sets."""
     from postergenre.steps.prepare import prepare_dataset
 
-    _run(as_json, lambda: prepare_dataset(snapshot, seed=seed))
+    _run(as_json, lambda: prepare_dataset(snapshot, seed=seed, balance=balance))
 
 
 @app.command()

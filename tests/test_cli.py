@@ -29,7 +29,7 @@ def test_help_everywhere(cli):
 
 
 def test_data_plane_commands_compose_as_json(cli, tmp_path):
-    for n, seed in ((1, 300), (2, 400)):
+    for n, seed in ((1, 300), (2, 550)):  # s2 (550 movies: 10 Westerns) is big enough to prepare
         synth = _json(cli.invoke(app, ["synth", str(tmp_path / f"e{n}"), "--movies", str(seed), "--seed", str(n),
                                        "--json"]))
         assert synth["movies"] == seed
