@@ -5,6 +5,9 @@ rules in ``labels`` run on numpy, not per-row Python. Random draws work per grou
 genre) pair) over one stable radix sort of the rows (``blocks``): ``Generator.choice`` without replacement
 per group where a few rows are wanted (``draw``), an in-place shuffle per group where all are
 (``shuffled``), and vectorised slices of a shuffle (``windows``). Python loops run per group, never per row.
+
+A movie's genre list is an int32 bit mask (bit i = ``GENRES[i]``), stored as canonical names joined by '|'
+(``mask_names``) and read back by ``genre_masks``; both work once per distinct list, not per movie.
 """
 
 from __future__ import annotations
