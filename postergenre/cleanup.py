@@ -30,24 +30,57 @@ class Terminated(SystemExit):
         self.signum = signum
 
 
+class _Deferral:
+    """Signals that arrived inside :func:`signals_deferred` blocks, raised when the outermost one ends."""
+
+    depth = 0
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a SIGTERM that arrives inside the block until the block ends.
+
+    For bookkeeping that must not be cut in half: an exception raised inside ``Thread.start()`` (which a pool's
+    ``submit`` may call) leaves a running thread the pool does not know of, so nobody waits for its upload.
+    """
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        signum, _Deferral.pending = _Deferral.pending, None
+        if signum is not None and _Deferral.depth == 0:
+            raise Terminated(signum)
+        _Deferral.pending = signum
+
+
 @contextlib.contextmanager
 def terminate_raises(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
     """Within the block, the signals raise :class:`Terminated`; the previous handlers come back afterwards.
 
-    A previous Python handler (Airflow's task runner installs one) is called first, so it keeps its say; only
-    the main thread can install handlers, elsewhere this is a no-op.
+    A previous Python handler (Airflow's task runner installs one) is called first, so it keeps its say. Only
+    the first signal raises: a repeat while the stack unwinds must not interrupt the cleanup it is running
+    (waiting for upload threads to finish their atomic renames). Only the main thread can install handlers;
+    elsewhere this is a no-op.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in signums}
+    raised = False
 
     def handler(signum: int, frame) -> None:
+        nonlocal raised
         before = previous[signum]
-        if before == signal.SIG_IGN:
+        if before == signal.SIG_IGN or raised:
             return
+        raised = True
         if callable(before):
             before(signum, frame)
+        if _Deferral.depth:
+            _Deferral.pending = signum
+            return
         raise Terminated(signum)
 
     for signum in signums:

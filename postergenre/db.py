@@ -70,7 +70,7 @@ def describe_url(url: str | URL) -> str:
     scheme (it may hold a password in a place the parser did not recognise)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         scheme = str(url).split("://", 1)[0] if "://" in str(url) else ""
         return f"{scheme[:30]}://..." if scheme else "<not a URL>"
 
@@ -230,7 +230,10 @@ def make_engine(url: str | URL) -> Engine:
     """
     try:
         return _make_engine(url)
-    except ArgumentError as err:  # includes NoSuchModuleError (unknown dialect)
+    except (
+        ArgumentError,
+        ValueError,
+    ) as err:  # NoSuchModuleError (unknown dialect), a port that is no number
         raise DBError(
             f"POSTERGENRE_DB_URL {describe_url(url)} is not a usable SQLAlchemy URL "
             f"(e.g. sqlite:///path/postergenre.db or postgresql+psycopg://user@host/db): {str(err)[:120]}"

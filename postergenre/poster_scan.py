@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from postergenre.cleanup import signals_deferred
 from postergenre.exportfs import NotRegular, TooLarge, kind_of, open_regular, read_fd, read_regular, walk
 from postergenre.limits import Limits, env_name
 from postergenre.validation import (
@@ -108,17 +109,20 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     """``fn`` over ``items`` on a pool, results in input order, a bounded number queued (not one future per
     poster of a million); on an error or an interrupt the queued ones are cancelled, not run."""
     pending: deque[Future[R]] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        try:
-            for item in items:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for item in items:
+            with signals_deferred():  # a SIGTERM inside submit could leave a thread the pool does not wait for
                 pending.append(pool.submit(fn, item))
-                if len(pending) >= 4 * workers:
-                    yield pending.popleft().result()
-            while pending:
+            if len(pending) >= 4 * workers:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        with signals_deferred():  # running uploads finish their atomic renames before anything unwinds further
+            pool.shutdown(wait=True)
 
 
 OnValid = Callable[[PosterFile, PosterCheck, bytes], None]

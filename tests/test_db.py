@@ -365,3 +365,39 @@ def test_plain_postgresql_urls_use_psycopg3() -> None:
 def test_missing_postgres_binaries_point_to_the_setup_script(tmp_path) -> None:
     with pytest.raises(PostgresUnavailable, match="scripts/system-deps.sh"):
         find_bin_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "postgresql+psycopg://u:pw@host:notaport/db",
+        "nosuchdialect://u@h/db",
+        "sqlite+nodriver:///x",
+    ],
+)
+def test_an_unusable_url_is_a_one_line_db_error_without_the_password(url: str) -> None:
+    from postergenre.db import DBError
+
+    with pytest.raises(DBError, match="POSTERGENRE_DB_URL") as info:
+        make_engine(url)
+    assert "\n" not in str(info.value) and ":pw@" not in str(info.value)
+
+
+def test_an_unreachable_server_is_a_db_error_at_the_probe() -> None:
+    from postergenre.db import DBError, check_connection
+
+    engine = make_engine("postgresql://user:pw@127.0.0.1:1/db")
+    with pytest.raises(
+        DBError, match=r"cannot use the metadata DB postgresql\+psycopg://user:\*\*\*@127.0.0.1:1/db"
+    ):
+        check_connection(engine)
+    engine.dispose()
+
+
+def test_the_probe_passes_on_a_usable_db(engine: sa.Engine) -> None:
+    from postergenre.db import check_connection
+
+    check_connection(engine)  # raises on failure; a usable DB returns quietly
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT 1")).scalar() == 1

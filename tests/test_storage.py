@@ -338,3 +338,71 @@ def test_wrong_credentials_are_unreachable(
         store.check()
     with pytest.raises(StoreUnreachable):
         store.get_bytes("k")
+
+
+# ------------------------------------------------------------------------------------ failures and leftovers
+
+
+def test_objects_report_when_they_were_written(store: ObjectStore) -> None:
+    before = time.time() - 5
+    store.put_bytes("a/1", b"x")
+    [listed] = list(store.list("a/"))
+    assert listed.modified is not None and before < listed.modified < time.time() + 5
+    assert store.head("a/1").modified == pytest.approx(listed.modified, abs=1)
+
+
+def test_a_full_disk_is_a_one_line_store_error_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    store = FileStore(tmp_path / "store")
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write in (lambda: store.put_bytes("a/b", b"x"), lambda: store.put_if("a/c", b"x", if_match=None)):
+        with pytest.raises(StoreError, match="No space left on device") as info:
+            write()
+        assert "\n" not in str(info.value)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert not list((tmp_path / "store").rglob(".~tmp-*"))
+    assert list(store.list_keys("")) == []
+
+
+def test_the_file_store_sweeps_old_temp_files_only(tmp_path: Path) -> None:
+    import os
+
+    store = FileStore(tmp_path / "store")
+    store.put_bytes("posters/ab/blob", b"complete")
+    old = tmp_path / "store" / "posters" / "ab" / ".~tmp-0000000000000000"
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    young = tmp_path / "store" / "posters" / "ab" / ".~tmp-1111111111111111"
+    young.write_bytes(b"in progress")
+    elsewhere = tmp_path / "store" / "models" / ".~tmp-2222222222222222"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"not under the prefix")
+    os.utime(elsewhere, (time.time() - 7200, time.time() - 7200))
+
+    assert store.sweep_temporaries("posters/", 3600) == 1
+    assert not old.exists() and young.exists() and elsewhere.exists()
+    assert store.get_bytes("posters/ab/blob") == b"complete"
+
+
+@pytest.mark.s3
+def test_s3_sweeps_stale_multipart_uploads_only(s3_url: str) -> None:
+    store = open_store(s3_url)
+    assert isinstance(store, S3Store)
+    upload = store.client.create_multipart_upload(Bucket=store.bucket, Key=store._key("posters/big"))
+    other = store.client.create_multipart_upload(Bucket=store.bucket, Key=store._key("models/big"))
+    store.put_bytes("posters/done", b"complete")
+    assert store.sweep_temporaries("posters/", 3600) == 0  # just begun: maybe still running
+    assert store.sweep_temporaries("posters/", -60) == 1
+    left = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [other["UploadId"]]
+    assert upload["UploadId"] not in [u["UploadId"] for u in left]
+    assert store.get_bytes("posters/done") == b"complete"

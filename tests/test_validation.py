@@ -131,3 +131,40 @@ def test_decode_can_be_skipped_for_known_blobs():
     data = _jpeg()
     truncated = data[: len(data) // 2]
     assert check_poster(truncated, decode=False).reason is None  # trusted: its hash was validated before
+
+
+@pytest.mark.parametrize("text", [str(2**63), str(2**70), "9" * 5000])
+def test_ids_beyond_int64_are_out_of_range_not_garbage(text):
+    from postergenre.validation import describe_bad_id
+
+    assert parse_movie_id(text) is None
+    assert "out of range" in describe_bad_id(text)
+
+
+def test_the_largest_int64_id_and_leading_zeros_parse():
+    assert parse_movie_id(str(2**63 - 1)) == 2**63 - 1
+    assert parse_movie_id("0" * 30 + "7") == 7
+    assert poster_id_from_name(f"{2**70}.jpg") is None
+
+
+def test_a_huge_id_row_says_out_of_range():
+    parsed = parse_genres_csv(f"id,genre\n{2**70},Drama\nx1,Drama\n".encode())
+    details = [r.detail for r in parsed.rejected]
+    assert "out of range" in details[0] and "not a number" in details[1]
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header():
+    data = _jpeg(size=(400, 300))
+    assert check_poster(data, max_pixels=120_000).reason is None
+    refused = check_poster(data, max_pixels=119_999)
+    assert refused.reason == "too_many_pixels" and "120000 pixels" in refused.detail
+
+
+def test_decode_cost_from_the_header_alone():
+    from postergenre.validation import decode_cost
+
+    png = _jpeg(size=(100, 50), fmt="PNG")
+    assert decode_cost(png[:64], 10**6) == 100 * 50 * 4
+    assert decode_cost(_jpeg(size=(800, 800)), 10**7) == 800 * 800 * 4 // 64  # JPEG decodes at 1/8 scale
+    assert decode_cost(png[:64], 1000) == 0  # over the cap: never decoded
+    assert decode_cost(b"garbage", 1000) == 4000  # unknown: the worst the cap allows
