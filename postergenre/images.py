@@ -6,13 +6,27 @@ resized to fit the square and padded with black bars (``tf.image.resize_with_pad
 
 A poster that cannot be decoded (zero bytes, truncated, corrupt, not an image, missing) is skipped and
 counted, never fatal: one bad file among 150k must not kill a training run. Ingest validates posters already;
-this is the last line of defence, and the count it reports is exact.
+this is the last line of defence, and the count it reports is exact. For a single poster (``load_image``,
+used by prediction) the same cases raise PosterError with a one-line reason instead.
+
+Pixels cap. A 48 KB PNG can declare 20000x20000 pixels (1.2 GB decoded). Every poster's header is read with PIL
+first (nothing decoded) and one of more than ``max_image_pixels`` pixels (the setting ingest quarantines by) is
+refused before any decode: skipped in the pipelines, a PosterError in ``load_image``.
+
+EXIF orientation. Phone-made posters may store their pixels sideways plus an EXIF Orientation tag. The same
+header read takes the tag, and ``letterbox`` applies it (as ``PIL.ImageOps.exif_transpose`` would, bit for bit)
+right after decoding, in training, embedding and prediction alike, so a model sees a poster the way a viewer
+does, whichever path it took. Only posters carrying a tag other than 1 change; a tag in a PNG's eXIf chunk
+after the image data is not seen (PIL would have to decode the image to find it).
 """
 
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +35,14 @@ import tensorflow as tf
 from PIL import Image
 
 AUTOTUNE = tf.data.AUTOTUNE
+_EXIF_ORIENTATION = 0x0112
+_HEADER_THREADS = 8
+REFUSED = 0
+"""Orientation code given to a poster whose header declares too many pixels: it is never decoded."""
+
+
+class PosterError(ValueError):
+    """One poster cannot be used; the message is one line naming it and saying why."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +69,86 @@ class DecodeStats:
         return {"total": self.total, "kept": self.kept, "skipped": self.skipped}
 
 
-def letterbox(data: tf.Tensor, image_size: int) -> tf.Tensor:
+# ---------------------------------------------------------------------------------------------- headers
+
+
+def _max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return max_pixels
+    from postergenre.config import get_settings
+
+    return get_settings().max_image_pixels
+
+
+def read_header(source: str | Path | bytes) -> tuple[int, int, int]:
+    """``(width, height, EXIF orientation 1..8)`` from an image's header, without decoding its pixels.
+
+    Raises PIL's errors for what is not an image, and ``Image.DecompressionBombError`` for sizes PIL itself
+    refuses to open (over twice its own ~89 MP limit).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            return img.width, img.height, _orientation(img.info.get("exif"))
+
+
+def _orientation(raw: bytes | None) -> int:
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        value = exif.get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block is no reason to lose the poster: PIL raises many types for it
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _pipeline_orientation(path: str, max_pixels: int) -> int:
+    """Orientation for the pipelines, or REFUSED. A header PIL cannot read is left to TensorFlow's decode,
+    which then skips the poster or not exactly as it did before headers were read."""
+    try:
+        width, height, orientation = read_header(path)
+    except Image.DecompressionBombError:
+        return REFUSED
+    except Exception:  # OSError, SyntaxError, ValueError, ...: TF's decode decides
+        return 1
+    return REFUSED if width * height > max_pixels else orientation
+
+
+def _orientations(paths: Sequence[str], max_pixels: int | None) -> np.ndarray:
+    """Each poster's orientation (REFUSED over the pixels cap), headers read in parallel."""
+    cap = _max_pixels(max_pixels)
+    with ThreadPoolExecutor(_HEADER_THREADS) as pool:
+        found = pool.map(lambda p: _pipeline_orientation(p, cap), paths)
+        return np.fromiter(found, dtype=np.int32, count=len(paths))
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _transpose(image: tf.Tensor) -> tf.Tensor:
+    return tf.transpose(image, [1, 0, 2])
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor | int) -> tf.Tensor:
+    """Undo EXIF orientation ``orientation`` (1..8) of a decoded HxWx3 image: ``ImageOps.exif_transpose``."""
+    branches = [
+        lambda: image,  # 0 is never passed; kept so the index is the tag itself
+        lambda: image,  # 1: upright
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        lambda: _transpose(image),  # 5: transposed
+        lambda: tf.reverse(_transpose(image), [1]),  # 6: needs 90 degrees clockwise
+        lambda: tf.reverse(_transpose(image), [0, 1]),  # 7: transversed
+        lambda: tf.reverse(_transpose(image), [0]),  # 8: needs 90 degrees counter-clockwise
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32), 1, 8)
+    return tf.switch_case(index, branches)
+
+
+def letterbox(data: tf.Tensor, image_size: int, orientation: tf.Tensor | int = 1) -> tf.Tensor:
     """Encoded JPEG/PNG bytes (a scalar string tensor) -> float32 ``(image_size, image_size, 3)`` in 0..255.
 
     Graph-friendly (used inside ``Dataset.map``); raises ``InvalidArgumentError`` on undecodable bytes.
@@ -59,7 +160,7 @@ def letterbox(data: tf.Tensor, image_size: int) -> tf.Tensor:
     pixel, so a very thin poster that decodes also letterboxes (``resize_with_pad`` fails on it), and
     ``scan_decodable``'s promise holds for every decodable poster.
     """
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = orient(tf.io.decode_image(data, channels=3, expand_animations=False), orientation)
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     scaled = size / tf.reduce_max(size / image_size)
     new = tf.maximum(1, tf.cast(tf.floor(scaled), tf.int32))
@@ -70,41 +171,151 @@ def letterbox(data: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)  # bilinear never overshoots, but keep the contract explicit
 
 
-def load_image(path_or_bytes: str | Path | bytes, image_size: int) -> np.ndarray:
-    """One poster, eagerly (serving, notebooks): a file path or the encoded bytes -> float32 HxWx3 array."""
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    return letterbox(tf.constant(data), image_size).numpy()
+def _read_poster(source: str | Path | bytes, max_bytes: int | None) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raise PosterError(f"poster {path} is a directory, not an image file")
+        if not path.is_file():
+            raise PosterError(
+                f"poster {path} does not exist" if not path.exists() else f"poster {path} is not a file"
+            )
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise PosterError(
+                f"poster {path} is {path.stat().st_size} bytes, over the cap of {max_bytes} "
+                "(POSTERGENRE_MAX_POSTER_BYTES)"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PosterError(f"poster {path} cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise PosterError(f"{_name(source)} is empty (0 bytes)")
+    return data
+
+
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format the first bytes claim, to tell a broken image from something that never was one."""
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def _name(source: str | Path | bytes) -> str:
+    return "poster" if isinstance(source, bytes) else f"poster {source}"
+
+
+def check_poster(
+    source: str | Path | bytes, *, max_pixels: int | None = None, max_bytes: int | None = None
+) -> int:
+    """Everything but the decode: the file, its size and its header; returns its EXIF orientation.
+
+    Raises PosterError: a directory, missing, unreadable or empty file, more than ``max_bytes`` bytes, not an
+    image PIL knows, or more than ``max_pixels`` pixels (default: the ``max_image_pixels`` setting).
+    """
+    return _checked(source, max_pixels, max_bytes)[1]
+
+
+def _checked(source: str | Path | bytes, max_pixels: int | None, max_bytes: int | None) -> tuple[bytes, int]:
+    data = _read_poster(source, max_bytes)
+    cap = _max_pixels(max_pixels)
+    try:
+        width, height, orientation = read_header(data)
+    except Image.DecompressionBombError as exc:  # PIL's own limit, far above ours: its message has the count
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        raise PosterError(
+            f"{_name(source)} declares {declared[1] if declared else 'too many'} pixels, over the cap of {cap} "
+            "(POSTERGENRE_MAX_IMAGE_PIXELS); it was not decoded"
+        ) from None
+    except Exception as exc:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError, ... for junk
+        what = _claimed_format(data)
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        problem = f"is a truncated or corrupt {what}" if what else "is not an image"
+        raise PosterError(f"{_name(source)} {problem} ({detail})") from None
+    if width * height > cap:
+        raise PosterError(
+            f"{_name(source)} is {width}x{height} = {width * height} pixels, over the cap of {cap} "
+            "(POSTERGENRE_MAX_IMAGE_PIXELS); it was not decoded"
+        )
+    return data, orientation
+
+
+def load_image(
+    path_or_bytes: str | Path | bytes,
+    image_size: int,
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
+    """One poster, eagerly (serving, notebooks): a file path or the encoded bytes -> float32 HxWx3 array.
+
+    ``check_poster`` runs first, so nothing is decoded that the caps refuse; a poster that passes it and still
+    fails to decode (truncated, corrupt data) raises PosterError too.
+    """
+    data, orientation = _checked(path_or_bytes, max_pixels, max_bytes)
+    try:
+        return letterbox(tf.constant(data), image_size, orientation).numpy()
+    except tf.errors.InvalidArgumentError as exc:  # the header was fine, the pixel data is not
+        # TF prefixes the op's node name ({{function_node ...}}): noise to whoever reads the message.
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message or "decode failed")).splitlines()[0][:120]
+        what = _claimed_format(data) or "image"
+        raise PosterError(f"{_name(path_or_bytes)} is a truncated or corrupt {what} ({reason})") from None
 
 
 def _as_strings(paths: Sequence[str | Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def indexed_dataset(paths: Sequence[str | Path], *, image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Batches of ``(index, image)`` in input order; undecodable posters silently dropped.
+def indexed_dataset(
+    paths: Sequence[str | Path], *, image_size: int, batch_size: int, max_pixels: int | None = None
+) -> tf.data.Dataset:
+    """Batches of ``(index, image)`` in input order; undecodable posters (and those over the pixels cap)
+    silently dropped.
 
     The index says which input each image came from, so a consumer that needs to know what was dropped
     (``features.embed``) finds out in the same single pass, without decoding anything twice.
     """
-    indices = tf.range(len(paths), dtype=tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices((indices, tf.constant(_as_strings(paths), dtype=tf.string)))
+    strings = _as_strings(paths)
+    orientations = _orientations(strings, max_pixels)
+    keep = np.flatnonzero(orientations != REFUSED)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(keep, dtype=tf.int64),
+            tf.constant([strings[i] for i in keep], dtype=tf.string),
+            tf.constant(orientations[keep], dtype=tf.int32),
+        )
+    )
     ds = ds.map(
-        lambda i, p: (i, letterbox(tf.io.read_file(p), image_size)),
+        lambda i, p, o: (i, letterbox(tf.io.read_file(p), image_size, o)),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     ).ignore_errors()
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def scan_decodable(paths: Sequence[str | Path]) -> DecodeStats:
+def scan_decodable(paths: Sequence[str | Path], *, max_pixels: int | None = None) -> DecodeStats:
     """Decode every poster once (in parallel, no resize) and report exactly which ones fail.
 
     It runs the very decode op that ``letterbox`` runs, so a poster that passes here decodes in the pipeline.
+    A poster whose header declares more than ``max_pixels`` pixels counts as failed and is never decoded.
     """
+    strings = _as_strings(paths)
+    return _scan(strings, _orientations(strings, max_pixels))
+
+
+def _scan(paths: list[str], orientations: np.ndarray) -> DecodeStats:
     if not paths:
         return DecodeStats(0, ())
-    indices = tf.range(len(paths), dtype=tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices((indices, tf.constant(_as_strings(paths), dtype=tf.string)))
+    candidates = np.flatnonzero(orientations != REFUSED)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(candidates, dtype=tf.int64),
+            tf.constant([paths[i] for i in candidates], dtype=tf.string),
+        )
+    )
     # The decoded shape travels to Python (and is dropped there) so that the decode cannot be pruned away.
     ds = ds.map(
         lambda i, p: (
@@ -125,6 +336,7 @@ def make_dataset(
     image_size: int,
     batch_size: int,
     shuffle_seed: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[tf.data.Dataset, DecodeStats]:
     """A ``tf.data`` pipeline of letterboxed posters (with their label rows when ``labels`` is given).
 
@@ -135,18 +347,23 @@ def make_dataset(
     """
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"{len(paths)} posters but {len(labels)} label rows")
-    stats = scan_decodable(paths)
+    strings = _as_strings(paths)
+    orientations = _orientations(strings, max_pixels)
+    stats = _scan(strings, orientations)
     keep = np.flatnonzero(stats.kept_mask())
-    kept_paths = tf.constant([str(paths[i]) for i in keep], dtype=tf.string)
+    kept = (
+        tf.constant([strings[i] for i in keep], dtype=tf.string),
+        tf.constant(orientations[keep], dtype=tf.int32),
+    )
     if labels is None:
-        ds = tf.data.Dataset.from_tensor_slices(kept_paths)
+        ds = tf.data.Dataset.from_tensor_slices(kept)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((kept_paths, np.asarray(labels)[keep]))
+        ds = tf.data.Dataset.from_tensor_slices((*kept, np.asarray(labels)[keep]))
     if shuffle_seed is not None and len(keep):
         ds = ds.shuffle(len(keep), seed=shuffle_seed, reshuffle_each_iteration=True)
 
-    def decode(path, *label):
-        image = letterbox(tf.io.read_file(path), image_size)
+    def decode(path, orientation, *label):
+        image = letterbox(tf.io.read_file(path), image_size, orientation)
         return (image, *label) if label else image
 
     # The length is declared so Keras knows the steps per epoch. Snapshots are immutable: should a poster

@@ -234,3 +234,22 @@ def _check_registry(root: Path) -> None:
         expected = [f"{g:08d}.json" for g in range(1, generation + 1)]
         # Entry g is written right after the CAS that made generation g, so it may lag by exactly one.
         assert present in (expected, expected[:-1]), f"alias log of {pointer_path.parent} has gaps: {present}"
+
+
+# ------------------------------------------------------------------------------------------ hostile inputs
+
+
+def huge_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit PNG of ``width`` x ``height`` black pixels in a few tens of KB (20000x20000: ~48 KB),
+    which decodes to ``width * height * 3`` bytes of RGB: a decompression bomb that every decoder accepts."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    deflate = zlib.compressobj(9)
+    body = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

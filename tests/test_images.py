@@ -5,14 +5,17 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from hostile_checks import huge_png
 from PIL import Image
 
 from postergenre.images import (
     DecodeStats,
+    PosterError,
     decode_resize_reference,
     indexed_dataset,
     load_image,
     make_dataset,
+    read_header,
     scan_decodable,
 )
 
@@ -62,8 +65,116 @@ def test_load_image_reads_paths_and_bytes_alike_and_converts_to_rgb(tmp_path):
 
 
 def test_load_image_raises_on_undecodable_bytes():
-    with pytest.raises(tf.errors.InvalidArgumentError):
+    with pytest.raises(PosterError, match="not an image"):
         load_image(b"definitely not an image", 32)
+
+
+def _bad_poster_files(tmp_path):
+    jpeg = solid(40, 60, fmt="JPEG")
+    noise = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    cut = encode(Image.fromarray(noise), "JPEG")[
+        :20000
+    ]  # header intact, pixel data cut: only the decode sees it
+    files = {
+        "cut.jpg": cut,
+        "text.jpg": b"<html>404 not found</html>\n",
+        "zero.jpg": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "folder.jpg").mkdir()
+    return {
+        "text.jpg": "is not an image",
+        "zero.jpg": r"is empty \(0 bytes\)",
+        "truncated.jpg": "truncated or corrupt JPEG",
+        "cut.jpg": r"truncated or corrupt JPEG \(.*JPEG",
+        "folder.jpg": "is a directory",
+        "missing.jpg": "does not exist",
+    }
+
+
+def test_each_kind_of_bad_single_poster_is_a_one_line_error_naming_it(tmp_path):
+    for name, reason in _bad_poster_files(tmp_path).items():
+        with pytest.raises(PosterError, match=reason) as caught:
+            load_image(tmp_path / name, 32)
+        assert str(tmp_path / name) in str(caught.value) and "\n" not in str(caught.value)
+        assert isinstance(caught.value, ValueError)
+
+
+def test_a_pixel_bomb_is_refused_from_its_header_without_decoding(tmp_path):
+    import tracemalloc
+
+    (tmp_path / "bomb.png").write_bytes(huge_png(20000, 20000))  # 48 KB, 1.2 GB of RGB once decoded
+    (tmp_path / "big.png").write_bytes(huge_png(3000, 3000))  # under PIL's own limit, over ours
+    with pytest.raises(PosterError, match="400000000 pixels, over the cap of 25000000"):
+        load_image(tmp_path / "bomb.png", 32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PosterError, match=r"3000x3000 = 9000000 pixels, over the cap of 1000000"):
+            load_image(tmp_path / "big.png", 32, max_pixels=1_000_000)
+        assert tracemalloc.get_traced_memory()[1] < 4 * 2**20  # 27 MB if it had been decoded
+    finally:
+        tracemalloc.stop()
+    assert load_image(tmp_path / "big.png", 32, max_pixels=9_000_000).shape == (
+        32,
+        32,
+        3,
+    )  # the cap is the cap
+    with pytest.raises(PosterError, match="POSTERGENRE_MAX_POSTER_BYTES"):
+        load_image(tmp_path / "big.png", 32, max_bytes=100)
+
+
+def test_pipelines_skip_pixel_bombs_without_decoding_them(tmp_path):
+    good = tmp_path / "good.png"
+    good.write_bytes(solid(20, 30))
+    (tmp_path / "bomb.png").write_bytes(huge_png(20000, 20000))
+    paths = [good, tmp_path / "bomb.png", good]
+    assert scan_decodable(paths).skipped_indices == (1,)
+    ds, stats = make_dataset(paths, np.arange(3), image_size=16, batch_size=4)
+    assert stats.skipped_indices == (1,) and np.concatenate(
+        [y for _, y in ds.as_numpy_iterator()]
+    ).tolist() == [0, 2]
+    indices = np.concatenate(
+        [i for i, _ in indexed_dataset(paths, image_size=16, batch_size=4).as_numpy_iterator()]
+    )
+    assert indices.tolist() == [0, 2]
+
+
+def _with_orientation(img: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, fmt, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pil_exif_transpose(orientation):
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (13, 29, 3), dtype=np.uint8)
+    tagged = _with_orientation(Image.fromarray(pixels), orientation)
+    assert read_header(tagged) == (29, 13, orientation)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(tagged)))
+    for size in (16, 29):
+        np.testing.assert_array_equal(load_image(tagged, size), load_image(encode(upright, "PNG"), size))
+
+
+def test_training_and_prediction_see_a_tagged_poster_the_same_way(tmp_path):
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(_with_orientation(Image.new("RGB", (20, 60), RED), 6, fmt="JPEG"))  # tall, stored as-is
+    served = load_image(path, 30)
+    rows, cols = content_box(served)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (10, 30)  # shown turned: wide
+    trained = np.concatenate(
+        list(make_dataset([path], None, image_size=30, batch_size=1)[0].as_numpy_iterator())
+    )
+    embedded = np.concatenate(
+        [x for _, x in indexed_dataset([path], image_size=30, batch_size=1).as_numpy_iterator()]
+    )
+    np.testing.assert_array_equal(trained[0], served)
+    np.testing.assert_array_equal(embedded[0], served)
 
 
 def bad_posters() -> dict[str, bytes | None]:
