@@ -346,6 +346,10 @@ class DecisionPolicy:
     that floor is 0.5 * 1.5 = 0.75, which the report's members would not reach; pass a lower factor there.
     ``min_improvement``: the lower bound of the bootstrap CI of the macro-F1 gain must exceed this.
     ``max_class_f1_drop``: no class may lose more F1 than this, whatever the average says.
+    ``require_probe_parity``: when the challenger's linear probe is given (``decide(pred_probe=...)``), refuse
+    a challenger whose macro-F1 is below the probe's with confidence (the paired bootstrap CI of head minus
+    probe lies entirely below 0): a head that loses to logistic regression on its own input features has
+    memorised rather than learnt. The margin is recorded either way.
     """
 
     min_macro_f1_over_chance: float = 1.5
@@ -354,6 +358,7 @@ class DecisionPolicy:
     n_bootstrap: int = 1000
     max_class_f1_drop: float = 0.05
     seed: int = 0
+    require_probe_parity: bool = True
 
 
 def _macro_f1(cm: np.ndarray) -> np.ndarray:
@@ -422,6 +427,45 @@ def paired_bootstrap_macro_f1(
     }
 
 
+def bootstrap_macro_f1(
+    y_true: Any,
+    pred: Any,
+    n_classes: int,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float | int]:
+    """Percentile bootstrap CI of one model's macro-F1 on one test set (rows resampled with replacement).
+
+    For comparing two models on the same rows use ``paired_bootstrap_macro_f1``: its interval of the
+    difference is much tighter than two of these side by side suggest.
+    """
+    if n_bootstrap < 1 or not 0 < confidence < 1:
+        raise ValueError("need n_bootstrap >= 1 and 0 < confidence < 1")
+    y = _labels(y_true, n_classes, "y_true")
+    a = _labels(pred, n_classes, "pred")
+    if y.shape != a.shape:
+        raise ValueError(f"length mismatch: y_true {y.shape}, pred {a.shape}")
+    n, k = y.size, n_classes
+    joint = (y * k + a).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    block = max(1, min(_BOOTSTRAP_BLOCK_ELEMENTS // n, _BOOTSTRAP_BLOCK_ELEMENTS // k**2))
+    scores = np.empty(n_bootstrap)
+    for start in range(0, n_bootstrap, block):
+        b = min(start + block, n_bootstrap) - start
+        cells = joint[rng.integers(0, n, size=(b, n))] + (np.arange(b, dtype=np.int64) * k**2)[:, None]
+        scores[start : start + b] = _macro_f1(np.bincount(cells.ravel(), minlength=b * k**2).reshape(b, k, k))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(scores, [alpha, 1 - alpha])
+    return {
+        "macro_f1": float(_macro_f1(_confusion(y, a, k))),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_bootstrap": int(n_bootstrap),
+        "confidence": float(confidence),
+    }
+
+
 def _summary(y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     m = _argmax_metrics(y, pred, classes)
     return {
@@ -435,12 +479,45 @@ def _check(name: str, passed: bool, value: float, threshold: float) -> dict[str,
     return {"name": name, "passed": bool(passed), "value": float(value), "threshold": float(threshold)}
 
 
+def _probe_margin(
+    y: np.ndarray, a: np.ndarray, pred_probe: Any, classes: Sequence[str], policy: DecisionPolicy
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The challenger's margin to its linear probe on the same rows, and the ``probe_parity`` check."""
+    k = len(classes)
+    p = _labels(pred_probe, k, "pred_probe")
+    if p.shape != y.shape:
+        raise ValueError(f"length mismatch: y_true {y.shape}, probe {p.shape}")
+    boot = paired_bootstrap_macro_f1(y, a, p, k, policy.n_bootstrap, policy.seed, policy.confidence)
+    below = boot["ci_high"] < 0  # the whole interval of head - probe is negative: worse with confidence
+    passed = not (policy.require_probe_parity and below)
+    probe = {
+        **_summary(y, p, classes),
+        "margin": boot["delta"],
+        "bootstrap": boot,
+        "below_with_confidence": bool(below),
+        "required": bool(policy.require_probe_parity),
+    }
+    return probe, _check("probe_parity", passed, boot["ci_high"], 0.0)
+
+
+def _probe_text(probe: dict[str, Any] | None, policy: DecisionPolicy) -> str:
+    if probe is None:
+        return ""
+    boot = probe["bootstrap"]
+    return (
+        f"; margin to linear probe {boot['delta']:+.4f} (probe macro-F1 {probe['macro_f1']:.4f}, "
+        f"{policy.confidence:.0%} CI [{boot['ci_low']:+.4f}, {boot['ci_high']:+.4f}])"
+    )
+
+
 def decide(
     y_true: Any,
     pred_challenger: Any,
     pred_champion: Any | None,
     classes: Sequence[str],
     policy: DecisionPolicy | None = None,
+    *,
+    pred_probe: Any | None = None,
 ) -> dict[str, Any]:
     """Promote the challenger or keep the champion, judged on the same test rows (predicted class indices).
 
@@ -449,6 +526,12 @@ def decide(
     bootstrap CI's lower bound > ``min_improvement``) and must not buy that average by sacrificing a genre
     (no per-class F1 drop > ``max_class_f1_drop``). Binary OvA members use the same path with
     ``classes=["other", genre]`` and 0/1 predictions, i.e. macro-F1 over both labels.
+
+    ``pred_probe``: the predictions of the challenger's linear probe (``probe.fit_probe`` on the same cached
+    features and split) on the same rows. The decision then records ``probe``: the probe's scores and the
+    challenger's margin (macro-F1 head - probe) with its paired bootstrap CI, and, with
+    ``policy.require_probe_parity``, the ``probe_parity`` check refuses a challenger below its probe with
+    confidence (CI entirely below 0), in both paths. Without it, ``probe`` is None and nothing is checked.
     """
     policy = policy or DecisionPolicy()
     k = len(classes)
@@ -459,23 +542,38 @@ def decide(
     if a.shape != y.shape:
         raise ValueError(f"length mismatch: y_true {y.shape}, challenger {a.shape}")
     challenger = _summary(y, a, classes)
+    probe, probe_check = (
+        (None, None) if pred_probe is None else _probe_margin(y, a, pred_probe, classes, policy)
+    )
+    probe_ok = probe_check is None or probe_check["passed"]
+    probe_failure = (
+        f"macro-F1 below its linear probe with confidence "
+        f"(CI of head - probe [{probe['bootstrap']['ci_low']:+.4f}, {probe['bootstrap']['ci_high']:+.4f}] < 0)"
+        if not probe_ok
+        else ""
+    )
+    probe_checks = [] if probe_check is None else [probe_check]
 
     if pred_champion is None:
         floor = policy.min_macro_f1_over_chance / k
-        ok = challenger["macro_f1"] >= floor
+        floor_ok = challenger["macro_f1"] >= floor
+        ok = floor_ok and probe_ok
         reason = (
             f"{'promoted' if ok else 'rejected'}: no champion; challenger macro-F1 "
-            f"{challenger['macro_f1']:.4f} {'>=' if ok else '<'} floor {floor:.4f} "
+            f"{challenger['macro_f1']:.4f} {'>=' if floor_ok else '<'} floor {floor:.4f} "
             f"({policy.min_macro_f1_over_chance:g} x chance 1/{k})"
+            + ("" if probe_ok else f"; {probe_failure}")
+            + _probe_text(probe, policy)
         )
         return {
             "promote": bool(ok),
             "reason": reason,
-            "checks": [_check("macro_f1_floor", ok, challenger["macro_f1"], floor)],
+            "checks": [_check("macro_f1_floor", floor_ok, challenger["macro_f1"], floor), *probe_checks],
             "challenger": challenger,
             "champion": None,
             "bootstrap": None,
             "per_class_f1_change": None,
+            "probe": probe,
         }
 
     c = _labels(pred_champion, k, "pred_champion")
@@ -489,13 +587,14 @@ def decide(
     checks = [
         _check("macro_f1_gain_ci_low", gain_ok, boot["ci_low"], policy.min_improvement),
         _check("max_class_f1_drop", drop_ok, worst_drop, policy.max_class_f1_drop),
+        *probe_checks,
     ]
-    promote = gain_ok and drop_ok
+    promote = gain_ok and drop_ok and probe_ok
     pct = f"{policy.confidence:.0%}"
     summary = (
         f"macro-F1 {challenger['macro_f1']:.4f} vs champion {champion['macro_f1']:.4f} "
         f"(delta {boot['delta']:+.4f}, {pct} CI [{boot['ci_low']:+.4f}, {boot['ci_high']:+.4f}])"
-    )
+    ) + _probe_text(probe, policy)
     if promote:
         reason = f"promoted: {summary}; largest genre drop {worst_drop:.4f} ({worst})"
     else:
@@ -504,6 +603,8 @@ def decide(
             failed.append(f"CI lower bound {boot['ci_low']:+.4f} <= {policy.min_improvement:g}")
         if not drop_ok:
             failed.append(f"{worst} F1 dropped {worst_drop:.4f} > {policy.max_class_f1_drop:g}")
+        if not probe_ok:
+            failed.append(probe_failure)
         reason = f"kept champion: {'; '.join(failed)}; {summary}"
     return {
         "promote": bool(promote),
@@ -513,4 +614,5 @@ def decide(
         "champion": champion,
         "bootstrap": boot,
         "per_class_f1_change": change,
+        "probe": probe,
     }

@@ -17,6 +17,7 @@ from sklearn.metrics import (
 from postergenre.evaluation import (
     DecisionPolicy,
     binary_metrics,
+    bootstrap_macro_f1,
     choose_thresholds,
     decide,
     f1_comparison_table,
@@ -401,3 +402,88 @@ def test_matches_keras_losses_and_metrics(rng):
     acc = keras.metrics.BinaryAccuracy()
     acc.update_state(yb, pb)
     assert bm["accuracy"] == pytest.approx(float(acc.result()), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- probe gate
+
+
+def test_single_model_bootstrap_ci_brackets_its_macro_f1(rng):
+    y = np.repeat(np.arange(K), 100)
+    pred = _noisy_predictions(y, 0.4, rng)
+    b = bootstrap_macro_f1(y, pred, K, n_bootstrap=400, seed=1)
+    assert b["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert b["ci_low"] < b["macro_f1"] < b["ci_high"] and b["ci_high"] - b["ci_low"] < 0.15
+    assert bootstrap_macro_f1(y, pred, K, n_bootstrap=400, seed=1) == b
+    _json_ok(b)
+
+
+def test_probe_margin_is_recorded_and_a_head_below_its_probe_is_refused(test_set, rng):
+    y, champion = test_set
+    probe = _better_than(y, champion, 0.3, rng)  # the linear probe on the same features is clearly better
+    head = champion  # a head well above the floor but below its probe
+    d = decide(y, head, None, GENRES, POLICY, pred_probe=probe)
+    checks = {c["name"]: c for c in d["checks"]}
+    assert checks["macro_f1_floor"]["passed"] is True and checks["probe_parity"]["passed"] is False
+    assert d["promote"] is False and "linear probe" in d["reason"] and d["reason"].startswith("rejected")
+    assert d["probe"]["margin"] == pytest.approx(d["challenger"]["macro_f1"] - d["probe"]["macro_f1"])
+    assert d["probe"]["bootstrap"]["ci_high"] < 0 and d["probe"]["below_with_confidence"] is True
+    _json_ok(d)
+    # The same head against a champion it clearly beats: still refused, the probe says why.
+    weak_champion = _noisy_predictions(y, 0.1, rng)
+    d = decide(y, head, weak_champion, GENRES, POLICY, pred_probe=probe)
+    checks = {c["name"]: c for c in d["checks"]}
+    assert checks["macro_f1_gain_ci_low"]["passed"] is True and checks["probe_parity"]["passed"] is False
+    assert d["promote"] is False and d["reason"].startswith("kept champion") and "linear probe" in d["reason"]
+    # With the requirement off, the margin is still written down but does not block.
+    lenient = decide(
+        y, head, None, GENRES, DecisionPolicy(n_bootstrap=300, require_probe_parity=False), pred_probe=probe
+    )
+    assert lenient["promote"] is True and lenient["probe"]["below_with_confidence"] is True
+    assert lenient["probe"]["required"] is False
+
+
+def test_a_head_at_parity_with_its_probe_passes_and_no_probe_checks_nothing(test_set, rng):
+    y, champion = test_set
+    probe = champion.copy()
+    flip = rng.choice(y.size, 60, replace=False)  # a different but equally good set of predictions
+    probe[flip] = _noisy_predictions(y[flip], 0.25, rng)
+    d = decide(y, champion, None, GENRES, POLICY, pred_probe=probe)
+    assert d["promote"] is True and d["probe"]["below_with_confidence"] is False
+    assert d["probe"]["bootstrap"]["ci_low"] < 0 < d["probe"]["bootstrap"]["ci_high"]
+    assert "margin to linear probe" in d["reason"]
+    without = decide(y, champion, None, GENRES, POLICY)
+    assert without["probe"] is None and [c["name"] for c in without["checks"]] == ["macro_f1_floor"]
+
+
+@pytest.mark.slow
+def test_gate_refuses_a_head_trained_on_shuffled_labels_and_passes_a_real_one():
+    """End to end on features: a good probe, a head that learnt nothing (shuffled training labels) and a head
+    trained on the true labels, all on the same split; the gate refuses the first and promotes the second."""
+    from postergenre.probe import fit_probe
+    from postergenre.training import HeadData, fit_head
+
+    rng = np.random.default_rng(5)
+    k, dim = 5, 16
+    centers = rng.normal(0, 1, (k, dim)) * 2.5
+
+    def blobs(n):
+        cls = np.repeat(np.arange(k), n // k)
+        return (centers[cls] + rng.normal(0, 1, (n, dim))).astype(np.float32), np.eye(k, dtype=np.float32)[
+            cls
+        ]
+
+    (xt, yt), (xv, yv), (xs, ys) = blobs(500), blobs(250), blobs(500)
+    y_test, classes = ys.argmax(axis=1), [f"g{i}" for i in range(k)]
+    probe = fit_probe(xt, yt, xv, yv, predict={"test": xs}).proba["test"].argmax(axis=1)
+    args = dict(
+        kind="multiclass", units=64, dropout=True, max_epochs=15, batch_size=32, seed=0, normalize=True
+    )
+    shuffled, _ = fit_head(HeadData(xt, yt[rng.permutation(len(yt))], xv, yv), **args)
+    real, _ = fit_head(HeadData(xt, yt, xv, yv), **args)
+    policy = DecisionPolicy(n_bootstrap=300, min_macro_f1_over_chance=1.0)
+    bad = decide(y_test, shuffled.predict(xs, verbose=0).argmax(1), None, classes, policy, pred_probe=probe)
+    good = decide(y_test, real.predict(xs, verbose=0).argmax(1), None, classes, policy, pred_probe=probe)
+    assert bad["promote"] is False and "linear probe" in bad["reason"]
+    assert {c["name"]: c["passed"] for c in bad["checks"]}["probe_parity"] is False
+    assert good["promote"] is True and good["probe"]["below_with_confidence"] is False
+    assert good["probe"]["macro_f1"] > 0.8  # the probe is a good one
