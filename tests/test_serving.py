@@ -1,0 +1,159 @@
+"""Prediction with champions: bad posters get their own error rows, broken champions fail naming themselves."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hostile_checks import huge_png
+from PIL import Image
+
+from postergenre import registry
+from postergenre.genres import GENRES
+from postergenre.serving import CNN, NoChampion, ServingError, predict_posters
+from postergenre.storage import open_store
+
+SIZE = 16
+
+
+def tiny_model(outputs: int, activation: str):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(outputs, activation=activation)(x))
+
+
+def register_champion(settings, tmp_path, name: str, metrics: dict, *, outputs: int, activation: str) -> str:
+    """Save a tiny Keras model as ``name``'s champion; returns its version."""
+    path = tmp_path / f"{name.replace('/', '_')}.keras"
+    tiny_model(outputs, activation).save(path)
+    store = open_store(settings.registry_url)
+    version = registry.register_version(
+        store, name, files={"model.keras": path}, metrics=metrics, lineage={"test": True}, version="v1"
+    )["version"]
+    registry.promote(store, name, version, actor="test", reason="fixture")
+    return version
+
+
+@pytest.fixture
+def cnn_champion(settings, tmp_path):
+    return register_champion(
+        settings,
+        tmp_path,
+        CNN,
+        {"test": {"classes": list(GENRES)}},
+        outputs=len(GENRES),
+        activation="softmax",
+    )
+
+
+def _png(width=20, height=30) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def posters(tmp_path) -> dict[str, str | None]:
+    """Poster files by name -> the error their row must carry (None: a good poster)."""
+    folder = tmp_path / "posters"
+    folder.mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG")
+    files = {
+        "good.png": (_png(), None),
+        "text.jpg": (b"<html>404</html>", "is not an image"),
+        "zero.jpg": (b"", "is empty"),
+        "cut.jpg": (buf.getvalue()[:20000], "truncated or corrupt JPEG"),
+        "bomb.png": (huge_png(), "400000000 pixels, over the cap"),
+        "good2.png": (_png(40, 10), None),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "dir.jpg").mkdir()
+    expected = {str(folder / n): e for n, (_, e) in files.items()}
+    expected[str(folder / "dir.jpg")] = "is a directory"
+    expected[str(folder / "missing.jpg")] = "does not exist"
+    return expected
+
+
+def test_bad_posters_get_their_own_error_rows_and_good_ones_are_predicted(settings, tmp_path, cnn_champion):
+    expected = posters(tmp_path)
+    result = predict_posters(list(expected), top_k=2, settings=settings)
+    assert result["version"] == cnn_champion and result["failed"] == 6
+    assert [row["poster"] for row in result["predictions"]] == list(expected)  # input order kept
+    for row, error in zip(result["predictions"], expected.values(), strict=True):
+        if error is None:
+            assert "error" not in row and len(row["genres"]) == 2
+        else:
+            assert error in row["error"] and row["poster"] in row["error"] and row["genres"] == []
+            assert "\n" not in row["error"]
+
+
+def test_only_bad_posters_fail_without_needing_a_champion(settings, tmp_path):
+    # All but the cut JPEG, whose header is fine: only decoding (at the champion's input size) finds it out.
+    expected = {p: e for p, e in posters(tmp_path).items() if e is not None and not p.endswith("cut.jpg")}
+    result = predict_posters(list(expected), settings=settings)
+    assert result["failed"] == len(expected) and all("error" in row for row in result["predictions"])
+    with pytest.raises(NoChampion):
+        predict_posters([p for p, e in posters(tmp_path / "again").items() if e is None], settings=settings)
+
+
+def test_a_champion_with_unusable_metrics_names_itself(settings, tmp_path):
+    register_champion(
+        settings, tmp_path, CNN, {"test": {"classes": ["Drama"]}}, outputs=19, activation="softmax"
+    )
+    (tmp_path / "p.png").write_bytes(_png())
+    with pytest.raises(ServingError, match="genre-cnn v1: metrics.json has no list of 19 class names"):
+        predict_posters([tmp_path / "p.png"], settings=settings)
+
+
+def test_a_tampered_champion_is_refused_every_time_and_never_cached(settings, tmp_path, cnn_champion):
+    store = open_store(settings.registry_url)
+    store.put_bytes(f"models/genre-cnn/versions/{cnn_champion}/model.keras", b"tampered")
+    (tmp_path / "p.png").write_bytes(_png())
+    for _ in range(2):  # the second call must not load what the first one downloaded
+        with pytest.raises(registry.CorruptVersion, match="does not match its registered digest"):
+            predict_posters([tmp_path / "p.png"], settings=settings)
+    cache = settings.home / "cache" / "models" / "genre-cnn"
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_ova_members_predict_with_their_thresholds(settings, tmp_path):
+    for genre, threshold in (("Drama", 0.0), ("Western", 1.0)):
+        register_champion(
+            settings,
+            tmp_path,
+            registry.ova_model_name(genre),
+            {"threshold": threshold},
+            outputs=1,
+            activation="sigmoid",
+        )
+    (tmp_path / "p.png").write_bytes(_png())
+    result = predict_posters(
+        [tmp_path / "p.png", tmp_path / "nope.png"], model="genre-ova", settings=settings
+    )
+    assert result["members"] == 2 and result["failed"] == 1
+    good, bad = result["predictions"]
+    assert [g["genre"] for g in good["genres"]] == ["Drama"] and "does not exist" in bad["error"]
+
+
+def test_an_ova_member_with_a_bad_threshold_names_itself(settings, tmp_path):
+    register_champion(
+        settings,
+        tmp_path,
+        registry.ova_model_name("Drama"),
+        {"threshold": "high"},
+        outputs=1,
+        activation="sigmoid",
+    )
+    (tmp_path / "p.png").write_bytes(_png())
+    with pytest.raises(ServingError, match="genre-ova/drama v1: metrics.json threshold 'high'"):
+        predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)
+
+
+def test_unknown_model_is_refused_before_reading_anything(settings, tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        predict_posters([tmp_path / "nothing.png"], model="genre-xyz", settings=settings)
