@@ -6,7 +6,11 @@
 3. **drift_vs_champion**: genre drift against the snapshot the champion ``genre-cnn`` was trained on;
    skipped when there is no champion yet.
 4. **publish**: one event on the ``postergenre://snapshots`` Asset whose extra carries the snapshot id, the
-   worst drift severity and the report URIs; a drift ``alert`` also fires the notifier (log, optional webhook).
+   worst drift severity and the report URIs, every night; a drift ``alert`` also publishes the same extra on
+   ``postergenre://drift-alerts`` (what the retrain DAG schedules on) and fires the notifier (log, optional
+   webhook).
+
+A backfill refuses to ingest: the export is today's, and would be published under a past date.
 
 Only small dicts and URIs travel through XCom; reports live in the store and the metadata DB.
 """
@@ -19,9 +23,9 @@ from datetime import UTC, datetime
 from airflow.sdk import TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from postergenre.assets import DRIFT_ALERTS, SNAPSHOTS_ASSET, publish_drift_alert
 from postergenre.dag_support import (
     CHAMPION_MODEL,
-    SNAPSHOTS_ASSET,
     SOURCE_ENV,
     PostergenreNotifier,
     default_args,
@@ -31,6 +35,7 @@ from postergenre.dag_support import (
     source_param,
     task_settings,
 )
+from postergenre.task_guards import refuse_backfill_ingest, run_step
 
 SCHEDULE = os.environ.get("POSTERGENRE_MONITOR_CRON", "0 2 * * *")
 
@@ -57,25 +62,26 @@ def postergenre_monitor():
         source = context["params"]["source"]
         if not source:
             raise AirflowFailException(f"no source export: set ${SOURCE_ENV} or the run's 'source' param")
+        refuse_backfill_ingest(context["dag_run"].run_type, context["params"]["snapshot_id"])
         snapshot_id = resolve_snapshot_id(context["params"]["snapshot_id"], context)
-        return ingest_snapshot(source, snapshot_id=snapshot_id, settings=task_settings())
+        return run_step(ingest_snapshot, source, snapshot_id=snapshot_id, settings=task_settings())
 
     @task
     def drift_vs_previous(ingested: dict) -> dict:
         from postergenre.steps.drift import compute_drift
 
-        result = compute_drift(ingested["snapshot_id"], kind="previous", settings=task_settings())
+        result = run_step(compute_drift, ingested["snapshot_id"], kind="previous", settings=task_settings())
         return drift_summary(result, "previous")
 
     @task
     def drift_vs_champion(ingested: dict) -> dict:
         """Drift against the champion's training snapshot (``lineage.snapshot_id`` of its version)."""
         from postergenre.registry import get_champion, show_version
+        from postergenre.resources import registry_store
         from postergenre.steps.drift import compute_drift
-        from postergenre.storage import open_store
 
         settings = task_settings()
-        registry = open_store(settings.registry_url, concurrency=settings.transfer_concurrency)
+        registry = registry_store(settings)
         champion = get_champion(registry, CHAMPION_MODEL)
         if champion is None:
             raise AirflowSkipException(f"no champion {CHAMPION_MODEL} yet: nothing to compare with")
@@ -83,10 +89,12 @@ def postergenre_monitor():
         baseline_id = version["lineage"].get("snapshot_id")
         if not baseline_id:
             raise AirflowSkipException(f"champion {champion['version']} records no training snapshot_id")
-        result = compute_drift(ingested["snapshot_id"], baseline_id=baseline_id, kind="champion", settings=settings)
+        result = run_step(
+            compute_drift, ingested["snapshot_id"], baseline_id=baseline_id, kind="champion", settings=settings
+        )
         return {**drift_summary(result, "champion"), "champion_version": champion["version"]}
 
-    @task(outlets=[SNAPSHOTS_ASSET], trigger_rule=TriggerRule.NONE_FAILED)
+    @task(outlets=[SNAPSHOTS_ASSET, DRIFT_ALERTS], trigger_rule=TriggerRule.NONE_FAILED)
     def publish(ingested: dict, previous: dict, champion: dict | None) -> dict:
         """Emit the snapshot's Asset event (extra = the returned dict); notify on a drift alert.
 
@@ -109,7 +117,7 @@ def postergenre_monitor():
         }
         context = get_current_context()
         context["outlet_events"][SNAPSHOTS_ASSET].extra = extra
-        if severity == "alert":
+        if publish_drift_alert(context["outlet_events"], extra):
             reasons = [r for d in drifts.values() for r in d.get("reasons", [])]
             PostergenreNotifier(
                 f"genre drift ALERT on snapshot {extra['snapshot_id']}: " + "; ".join(reasons[:5]),

@@ -1,33 +1,32 @@
 """Weekly (and on drift alerts) retrain of the genre models: the model plane fanned out as Airflow tasks.
 
 Runs on the cron ``POSTERGENRE_RETRAIN_CRON`` (default Sundays 04:00 UTC) and whenever the monitor publishes a
-snapshot event; an event-triggered run goes on only if some event's drift severity is ``alert``.
+``postergenre://drift-alerts`` event (only alerts: a quiet night starts nothing). Unpausing starts no run for a
+past tick, and a scheduled run whose tick is stale (``POSTERGENRE_STALE_TICK_MINUTES``, default 60) skips.
 
-1. **gate** (short-circuit): refuses incomplete requests (``force_promote`` without a reason) and skips
-   event-triggered runs whose drift is not ``alert``.
-2. **resolve_inputs**: ingests ``source`` when given; otherwise picks ``snapshot_id``, the alerting event's
-   snapshot, or the newest ingested one. **prepare**: the seeded label splits of that snapshot.
-3. **start**: records the run's configuration under ``runs/<run id>/`` (derived from the Airflow run id, so a
-   cleared task rewrites the same outputs). **embed** (queue ``gpu``, GPU pool): backbone features, cached.
-4. **plan** -> **trial** (one mapped task per trial) -> **select**: random search over the heads, or Hyperband:
-   then **halving_<r>** promotes each bracket's best of round r-1 and **trial_round_<r>** trains round r with a
-   larger epoch budget (empty, so skipped, for random search and past a plan's last round).
-5. **train** -> **fine_tune** (queue ``gpu``; only when ``fine_tune`` is on: unfreezes the top backbone blocks of
-   ``genre-cnn`` and keeps the result only if it lowers the validation loss) -> **evaluate** -> **promote**, each
-   mapped over ``genre-cnn`` and the one-vs-all members (all genres of the dataset, or those in ``ova_genres``):
-   every challenger is compared with its champion and the decision is written down; promotion moves the
-   champion pointer only from the evaluated champion and is a no-op when repeated. ``dry_run`` trains and
-   evaluates but never registers; ``force_promote`` (with ``force_reason``) promotes against the decision,
-   recorded in the alias log with the triggering user.
-6. **report**: the method report's tables for this run, as JSON and Markdown in the data store.
+1. **gate** (short-circuit): validates the whole request (RunSettings, including the backbone/weights pair;
+   ``force_promote`` needs a reason; the GPU pool exists) and fails at once with the reason; skips stale ticks.
+2. **resolve_inputs**: ingests ``source`` when given (never in a backfill: the export is today's); otherwise
+   ``snapshot_id``, the alert's snapshot, or the newest ingested one. **prepare**: the seeded label splits.
+3. **start**: records the run's settings under ``runs/<run id>/``. **embed** (queue ``gpu``, TensorFlow, its own
+   timeout): backbone features, cached.
+4. **plan** -> **trial** (one mapped task per trial) -> [**halving_<r>** -> **trial_round_<r>**: Hyperband's
+   rounds] -> **select**.
+5. **genre_cnn** (task group): train -> fine_tune (queue ``gpu``, TensorFlow; a no-op unless ``fine_tune``) ->
+   evaluate -> promote. **ova** (a task group mapped over the one-vs-all genres): train -> evaluate -> promote,
+   so each genre proceeds, and fails, on its own. Head tasks run Keras on JAX (``POSTERGENRE_HEAD_BACKEND``).
+   A promotion that moves a champion publishes a ``postergenre://champions`` event. ``dry_run`` registers
+   nothing; ``force_promote`` promotes against the decision, audited in the alias log.
+6. **report** (runs when every model is done): the method report's tables; fails if a model did not finish.
 
+Deterministic errors (bad input, refused settings) fail without retries; store and network errors retry.
 Only ids and small dicts travel through XCom; features, models and reports live in the store and registry.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import (
     AssetOrTimeSchedule,
@@ -37,14 +36,15 @@ from airflow.sdk import (
     dag,
     get_current_context,
     task,
+    task_group,
 )
 from airflow.sdk.exceptions import AirflowFailException
 
+from postergenre.assets import CHAMPION_MOVES, DRIFT_ALERT_ASSET, publish_champion_move
 from postergenre.dag_support import (
-    GPU_POOL,
+    CHAMPION_MODEL,
     RETRAIN_CRON_ENV,
     SNAPSHOT_ID_PATTERN,
-    SNAPSHOTS_ASSET,
     TUNING_ROUNDS,
     PostergenreNotifier,
     check_retrain_params,
@@ -60,8 +60,23 @@ from postergenre.dag_support import (
     trial_label,
 )
 from postergenre.genres import GENRES
+from postergenre.task_guards import (
+    check_pool_exists,
+    gpu_pool,
+    head_backend,
+    pixel_backend,
+    pixel_timeout,
+    refuse_backfill_ingest,
+    run_step,
+    stale_grace,
+    stale_tick,
+)
 
 CRON = os.environ.get(RETRAIN_CRON_ENV, "0 4 * * 0")
+GPU_POOL = gpu_pool()
+MODEL_LABEL = "{{ model_label }}"
+"""Map index label of the ``ova`` group's tasks: the genre (set by each task; a group's expand kwargs are not
+in ``op_kwargs``)."""
 
 PARAMS = {
     "source": Param(
@@ -115,8 +130,11 @@ PARAMS = {
 
 @dag(
     dag_id="postergenre_retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=SNAPSHOTS_ASSET),
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    schedule=AssetOrTimeSchedule(
+        # run_immediately=0: unpausing waits for the next tick instead of running the last one
+        timetable=CronTriggerTimetable(CRON, timezone="UTC", run_immediately=timedelta(0)),
+        assets=DRIFT_ALERT_ASSET,
+    ),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -128,17 +146,20 @@ PARAMS = {
 def postergenre_retrain():
     @task.short_circuit
     def gate() -> dict | None:
-        """Fail fast on a request the run cannot honour; skip everything on a non-alert snapshot event."""
+        """Fail fast on a request the run cannot honour; skip a stale scheduled tick."""
         context = get_current_context()
+        dag_run = context["dag_run"]
         try:
             check_retrain_params(context["params"])
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
+        print(check_pool_exists(GPU_POOL))
+        stale = stale_tick(dag_run.run_type, context.get("logical_date"), datetime.now(UTC), stale_grace())
+        if stale:
+            print(stale)
+            return None
         events = [e for evs in context["triggering_asset_events"].values() for e in evs]
-        decision = retrain_trigger(context["dag_run"].run_type, events)
-        if decision is None:
-            print(f"{len(events)} snapshot event(s), none with drift severity alert: nothing to retrain")
-        return decision
+        return retrain_trigger(dag_run.run_type, events)
 
     @task
     def resolve_inputs(trigger: dict) -> dict:
@@ -151,11 +172,9 @@ def postergenre_retrain():
         context = get_current_context()
         params, settings = context["params"], task_settings()
         if params["source"]:
+            refuse_backfill_ingest(context["dag_run"].run_type, params["snapshot_id"])
             snapshot_id = resolve_snapshot_id(params["snapshot_id"], context)
-            try:
-                ingested = ingest_snapshot(params["source"], snapshot_id=snapshot_id, settings=settings)
-            except ValueError as exc:  # a bad export or a conflicting id: retrying cannot fix it
-                raise AirflowFailException(f"cannot ingest {params['source']}: {exc}") from None
+            ingested = run_step(ingest_snapshot, params["source"], snapshot_id=snapshot_id, settings=settings)
             return {"snapshot_id": ingested["snapshot_id"], "origin": "source", "ingest": ingested["status"]}
         origin, snapshot_id = "param", params["snapshot_id"]
         if not snapshot_id and trigger.get("snapshot_id"):
@@ -175,89 +194,100 @@ def postergenre_retrain():
         from postergenre.steps.prepare import prepare_dataset
 
         seed = get_current_context()["params"]["seed"]
-        return prepare_dataset(inputs["snapshot_id"], seed=seed, settings=task_settings())
+        return run_step(prepare_dataset, inputs["snapshot_id"], seed=seed, settings=task_settings())
 
     @task
     def start(prepared: dict) -> str:
-        """Record the run's configuration; returns the retrain run id (the Airflow run id, made key-safe)."""
+        """Record the run's settings; returns the retrain run id (the Airflow run id, made key-safe)."""
         from postergenre.steps.start import start_run
 
         context = get_current_context()
         config = run_settings_from_params(context["params"], prepared["snapshot_id"])
-        started = start_run(context["run_id"], config, task_settings())
+        started = run_step(start_run, context["run_id"], config, task_settings())
         print(f"retrain run {started['run_id']} at {started['uri']}")
         return started["run_id"]
 
-    @task(queue="gpu", pool=GPU_POOL)
+    @task(queue="gpu", pool=GPU_POOL, execution_timeout=pixel_timeout())
     def embed(retrain_id: str) -> dict:
+        pixel_backend()
         from postergenre.steps.embed import embed_step
 
-        return embed_step(retrain_id, task_settings())
+        return run_step(embed_step, retrain_id, task_settings())
 
     @task
     def plan(retrain_id: str) -> list[dict]:
         from postergenre.steps.tune import plan_step
 
-        return plan_step(retrain_id, task_settings())
+        return run_step(plan_step, retrain_id, task_settings())
 
     @task(map_index_template="{{ trial_label }}")
     def trial(retrain_id: str, trial: dict) -> dict:
+        head_backend()
         from postergenre.steps.tune import trial_step
 
         get_current_context()["trial_label"] = trial_label(trial)
-        return trial_step(retrain_id, trial, task_settings())
+        return run_step(trial_step, retrain_id, trial, task_settings())
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def halving(retrain_id: str, round_index: int) -> list[dict]:
         """Hyperband's next round: each bracket's best trials of the previous round, with more epochs."""
         from postergenre.steps.tune import halving_step
 
-        return halving_step(retrain_id, round_index, task_settings())
+        return run_step(halving_step, retrain_id, round_index, task_settings())
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def select(retrain_id: str) -> dict:
         from postergenre.steps.tune import select_step
 
-        return select_step(retrain_id, task_settings())
+        return run_step(select_step, retrain_id, task_settings())
 
     @task
-    def targets(retrain_id: str) -> list[str]:
-        """``genre-cnn`` and the requested (default: every) genre of the dataset: what train, evaluate and
-        promote fan out over."""
+    def ova_genres(retrain_id: str) -> list[str]:
+        """The requested (default: every) genre of the dataset: what the ``ova`` group is mapped over."""
         from postergenre.steps.run import run_targets
 
-        available = run_targets(retrain_id, task_settings())
+        available = run_step(run_targets, retrain_id, task_settings())
         try:
-            return select_targets(available, get_current_context()["params"]["ova_genres"])
+            chosen = select_targets(available, get_current_context()["params"]["ova_genres"])
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
+        return [t for t in chosen if t != CHAMPION_MODEL]
 
-    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    @task(map_index_template=MODEL_LABEL)
     def train(retrain_id: str, target: str) -> dict:
+        head_backend()
+        get_current_context()["model_label"] = target
         from postergenre.steps.train import train_step
 
-        return train_step(retrain_id, target, task_settings())
+        return run_step(train_step, retrain_id, target, task_settings())
 
-    @task(queue="gpu", pool=GPU_POOL)
+    @task(queue="gpu", pool=GPU_POOL, execution_timeout=pixel_timeout())
     def fine_tune(retrain_id: str) -> dict:
+        pixel_backend()
         from postergenre.steps.finetune import fine_tune_step
 
-        return fine_tune_step(retrain_id, task_settings())
+        return run_step(fine_tune_step, retrain_id, task_settings())
 
-    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    @task(map_index_template=MODEL_LABEL)
     def evaluate(retrain_id: str, target: str) -> dict:
+        head_backend()
+        get_current_context()["model_label"] = target
         from postergenre.steps.evaluate import evaluate_step
 
-        return evaluate_step(retrain_id, target, task_settings())
+        return run_step(evaluate_step, retrain_id, target, task_settings())
 
-    @task(map_index_template="{{ task.op_kwargs['target'] }}")
+    @task(map_index_template=MODEL_LABEL, outlets=[CHAMPION_MOVES])
     def promote(retrain_id: str, target: str) -> dict:
-        """Register and promote as decided (or forced); a repeat is a no-op, a dry run registers nothing."""
+        """Register and promote as decided (or forced); a repeat is a no-op, a dry run registers nothing. A
+        moved champion is published on the champions Asset."""
+        head_backend()
         from postergenre.steps.promote import promote_step
 
         context = get_current_context()
+        context["model_label"] = target
         params = context["params"]
-        return promote_step(
+        promoted = run_step(
+            promote_step,
             retrain_id,
             target,
             actor=run_actor(context["dag_run"]),
@@ -265,12 +295,35 @@ def postergenre_retrain():
             force_reason=params["force_reason"],
             settings=task_settings(),
         )
+        publish_champion_move(context["outlet_events"], promoted, context["run_id"])
+        return promoted
 
-    @task
-    def report(retrain_id: str) -> dict:
+    @task_group(group_id="genre_cnn")
+    def genre_cnn(retrain_id: str):
+        """The multi-class CNN: the only model that waits for the optional fine-tune."""
+        trained = train.override(map_index_template=None)(retrain_id, CHAMPION_MODEL)
+        evaluated = evaluate.override(map_index_template=None)(retrain_id, CHAMPION_MODEL)
+        trained >> fine_tune(retrain_id) >> evaluated
+        evaluated >> promote.override(map_index_template=None)(retrain_id, CHAMPION_MODEL)
+
+    @task_group(group_id="ova")
+    def ova(retrain_id: str, target: str):
+        """One one-vs-all member: train -> evaluate -> promote, on its own."""
+        evaluated = evaluate(retrain_id, target)
+        train(retrain_id, target) >> evaluated >> promote(retrain_id, target)
+
+    # Once every model is done, also when one failed; not when the run failed before any model could start.
+    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    def report(retrain_id: str, genres: list[str]) -> dict:
+        """The report of whatever finished; then fails if a model of the run reached no decision."""
+        from postergenre.genres import model_name
         from postergenre.steps.report import report_step
 
-        return report_step(retrain_id, task_settings())
+        summary = run_step(report_step, retrain_id, task_settings())
+        missing = [m for m in map(model_name, [CHAMPION_MODEL, *genres]) if m not in summary["decided"]]
+        if missing:
+            raise AirflowFailException(f"report written, but no decision for {', '.join(missing)}")
+        return summary
 
     inputs = resolve_inputs(gate())
     retrain_id = start(prepare(inputs))
@@ -278,21 +331,21 @@ def postergenre_retrain():
     planned = plan(retrain_id)
     trials = trial.partial(retrain_id=retrain_id).expand(trial=planned)
     for round_index in range(1, TUNING_ROUNDS):  # Hyperband's rounds; a round with no trials is skipped
-        promoted_trials = halving.override(task_id=f"halving_{round_index}")(retrain_id, round_index)
-        trials >> promoted_trials
+        kept = halving.override(task_id=f"halving_{round_index}")(retrain_id, round_index)
+        trials >> kept
         trials = (
             trial.override(task_id=f"trial_round_{round_index}", trigger_rule=TriggerRule.NONE_FAILED)
             .partial(retrain_id=retrain_id)
-            .expand(trial=promoted_trials)
+            .expand(trial=kept)
         )
     selected = select(retrain_id)
-    names = targets(retrain_id)
-    trained = train.partial(retrain_id=retrain_id).expand(target=names)
-    evaluated = evaluate.partial(retrain_id=retrain_id).expand(target=names)
-    promoted = promote.partial(retrain_id=retrain_id).expand(target=names)
+    genres = ova_genres(retrain_id)
     embedded >> planned
-    trials >> selected >> names
-    trained >> fine_tune(retrain_id) >> evaluated >> promoted >> report(retrain_id)
+    trials >> selected >> genres
+    cnn = genre_cnn(retrain_id)
+    members = ova.partial(retrain_id=retrain_id).expand(target=genres)
+    selected >> cnn
+    [cnn, members] >> report(retrain_id, genres)
 
 
 postergenre_retrain()

@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, BaseNotifier, Param
+from airflow.sdk import BaseNotifier, Param
 
 from postergenre.airflow_pools import GPU_POOL
 from postergenre.genres import CNN_MODEL
 
 __all__ = [
     "GPU_POOL",
-    "SNAPSHOTS_ASSET",
     "PostergenreNotifier",
     "check_retrain_params",
     "run_params",
@@ -46,14 +45,6 @@ CHAMPION_MODEL = CNN_MODEL
 # Same rule as postergenre.snapshots.validate_snapshot_id, plus "" for "use the run's date".
 SNAPSHOT_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-SNAPSHOTS_ASSET = Asset(
-    name="postergenre_snapshots",
-    uri="postergenre://snapshots",
-    group="postergenre",
-    extra={"description": "A validated catalogue snapshot; each event's extra names it and its drift."},
-)
-"""Updated once per monitor run. Event extra: ``snapshot_id``, ``severity`` (ok/warn/alert), ``drift``
-(per kind: severity, baseline_id, report_uri), ``report_uris``, ``manifest_uri``, ``status``, ``movies``."""
 
 
 def default_args(

@@ -100,9 +100,10 @@ def test_monitor_tasks_and_dependencies(monitor):
     }
     # A skipped champion comparison (no champion yet) must not stop the snapshot's event.
     assert monitor.get_task("publish").trigger_rule == "none_failed"
-    from postergenre.dag_support import SNAPSHOTS_ASSET
+    from postergenre.assets import DRIFT_ALERTS, SNAPSHOTS_ASSET
 
-    assert monitor.get_task("publish").outlets == [SNAPSHOTS_ASSET]
+    # Every night's snapshot event, plus an alert event through the alias only when drift is an alert.
+    assert monitor.get_task("publish").outlets == [SNAPSHOTS_ASSET, DRIFT_ALERTS]
 
 
 def test_monitor_schedule_and_run_limits(monitor):
@@ -216,18 +217,19 @@ def test_airflow_env_keeps_everything_under_the_home_and_shells_out(settings, tm
 # --------------------------------------------------------------------------------------------- dag.test
 
 
-def _asset_events(run_ids: list[str]) -> list:
+def _asset_events(run_ids: list[str], asset=None) -> list:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from postergenre.dag_support import SNAPSHOTS_ASSET
+    from postergenre.assets import SNAPSHOTS_ASSET
 
+    uri = (asset or SNAPSHOTS_ASSET).uri
     with create_session() as session:
         stmt = (
             select(AssetEvent)
             .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri == SNAPSHOTS_ASSET.uri, AssetEvent.source_run_id.in_(run_ids))
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id.in_(run_ids))
             .order_by(AssetEvent.id)
         )
         events = session.scalars(stmt).all()
@@ -243,6 +245,9 @@ def test_monitor_dag_test_on_two_snapshots(monitor, airflow_db, settings, tmp_pa
 
     url, alerts = webhook
     monkeypatch.setenv("POSTERGENRE_ALERT_WEBHOOK_URL", url)
+    # Any change between two nights is an alert here, so the second night publishes one for sure.
+    monkeypatch.setenv("POSTERGENRE_DRIFT_WARN_JS", "0.00001")
+    monkeypatch.setenv("POSTERGENRE_DRIFT_ALERT_JS", "0.00002")
     for t in monitor.tasks:  # a failure should fail the test now, not after minutes of retry backoff
         monkeypatch.setattr(t, "retries", 0)
     exports = [generate_snapshot(tmp_path / f"export{i}", movies=60, seed=i).out for i in (1, 2)]
@@ -279,9 +284,12 @@ def test_monitor_dag_test_on_two_snapshots(monitor, airflow_db, settings, tmp_pa
     assert events[0].extra["severity"] == "ok"
     assert events[0].extra["report_uris"] == []
     assert sorted(events[1].extra["report_uris"]) == sorted(reports.values())
-    assert events[1].extra["severity"] in {"ok", "warn", "alert"}
+    assert events[1].extra["severity"] == "alert"
     assert events[1].extra["drift"]["champion"]["baseline_id"] == "2026-01-01"
-    # The notifier fired exactly when the second night's drift was an alert.
-    assert [a["details"]["snapshot_id"] for a in alerts] == (
-        ["second-night"] if events[1].extra["severity"] == "alert" else []
-    )
+    # Only the alerting night published on the drift-alert asset (what the retrain DAG schedules on).
+    from postergenre.assets import DRIFT_ALERT_ASSET
+
+    alert_events = _asset_events([first.run_id, second.run_id], DRIFT_ALERT_ASSET)
+    assert [e.extra for e in alert_events] == [events[1].extra]
+    # The notifier fired exactly for the alert.
+    assert [a["details"]["snapshot_id"] for a in alerts] == ["second-night"]

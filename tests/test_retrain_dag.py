@@ -19,7 +19,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO_ROOT / "dags" / "postergenre_retrain.py"
 ROUNDS = ("trial_round_1", "trial_round_2", "trial_round_3")
-MAPPED = ("trial", *ROUNDS, "train", "evaluate", "promote")
+MAPPED = ("trial", *ROUNDS)
+OVA_GROUP = ("ova.train", "ova.evaluate", "ova.promote")
 FORM = {
     "source": ("string", ""),
     "snapshot_id": ("string", ""),
@@ -98,12 +99,16 @@ def test_tasks_run_in_the_model_plane_order(retrain):
         "halving_3": {"start", "trial_round_2"},
         "trial_round_3": {"start", "halving_3"},
         "select": {"start", "trial_round_3"},
-        "targets": {"start", "select"},
-        "train": {"start", "targets"},
-        "fine_tune": {"start", "train"},
-        "evaluate": {"start", "targets", "fine_tune"},
-        "promote": {"start", "targets", "evaluate"},
-        "report": {"start", "promote"},
+        "ova_genres": {"start", "select"},
+        # genre-cnn waits for the optional fine-tune; each one-vs-all member proceeds on its own
+        "genre_cnn.train": {"start", "select"},
+        "genre_cnn.fine_tune": {"start", "genre_cnn.train"},
+        "genre_cnn.evaluate": {"start", "genre_cnn.fine_tune"},
+        "genre_cnn.promote": {"start", "genre_cnn.evaluate"},
+        "ova.train": {"start", "ova_genres"},
+        "ova.evaluate": {"start", "ova_genres", "ova.train"},
+        "ova.promote": {"start", "ova_genres", "ova.evaluate"},
+        "report": {"start", "ova_genres", "genre_cnn.promote", "ova.promote"},
     }
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
@@ -111,6 +116,8 @@ def test_tasks_run_in_the_model_plane_order(retrain):
     # An empty Hyperband round (always so for random search) is skipped; what follows it must still run.
     after_rounds = ("halving_1", "halving_2", "halving_3", *ROUNDS, "select")
     assert all(retrain.get_task(t).trigger_rule == "none_failed" for t in after_rounds)
+    # The report is written whatever finished (and then fails the run if a model reached no decision).
+    assert retrain.get_task("report").trigger_rule == "all_done_min_one_success"
 
 
 def test_the_dag_wires_every_round_a_plan_can_have():
@@ -131,28 +138,40 @@ def test_fan_outs_are_mapped_and_labelled(retrain):
     assert mapped == set(MAPPED)
     for task_id in ("trial", *ROUNDS):
         assert retrain.get_task(task_id).map_index_template == "{{ trial_label }}"
-    for task_id in ("train", "evaluate", "promote"):
-        assert "target" in retrain.get_task(task_id).map_index_template
+    in_mapped_group = {t.task_id for t in retrain.tasks if t.get_closest_mapped_task_group() is not None}
+    assert in_mapped_group == set(OVA_GROUP)  # one mapped task group: one instance per genre
+    for task_id in OVA_GROUP:
+        assert retrain.get_task(task_id).map_index_template == "{{ model_label }}"
 
 
 def test_only_embed_and_fine_tune_take_the_gpu_queue_and_pool(retrain):
-    from postergenre.dag_support import GPU_POOL
+    from postergenre.task_guards import gpu_pool, pixel_timeout
 
-    for task_id in ("embed", "fine_tune"):
+    pixel = ("embed", "genre_cnn.fine_tune")
+    for task_id in pixel:
         task = retrain.get_task(task_id)
-        assert (task.queue, task.pool) == ("gpu", GPU_POOL)
-    others = [t for t in retrain.tasks if t.task_id not in ("embed", "fine_tune")]
-    assert all(t.queue != "gpu" and t.pool != GPU_POOL for t in others)
+        assert (task.queue, task.pool, task.execution_timeout) == ("gpu", gpu_pool(), pixel_timeout())
+    others = [t for t in retrain.tasks if t.task_id not in pixel]
+    assert all(t.queue != "gpu" and t.execution_timeout < pixel_timeout() for t in others)
+
+
+def test_the_gpu_pool_is_named_by_the_environment_else_the_default_pool(monkeypatch):
+    from postergenre.task_guards import gpu_pool
+
+    monkeypatch.delenv("POSTERGENRE_GPU_POOL", raising=False)
+    assert gpu_pool() == "default_pool"  # a fresh Airflow never waits on a pool nobody created
+    monkeypatch.setenv("POSTERGENRE_GPU_POOL", "postergenre_gpu")
+    assert gpu_pool() == "postergenre_gpu"
 
 
 def test_schedule_is_weekly_cron_or_a_snapshot_event(retrain):
     from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
     from airflow.serialization.encoders import coerce_to_core_timetable
 
-    from postergenre.dag_support import SNAPSHOTS_ASSET
+    from postergenre.assets import DRIFT_ALERT_ASSET
 
     assert isinstance(retrain.timetable, AssetOrTimeSchedule)
-    assert retrain.timetable.asset_condition == SNAPSHOTS_ASSET
+    assert retrain.timetable.asset_condition == DRIFT_ALERT_ASSET  # alerts only: a quiet night starts nothing
     cron = retrain.timetable.timetable
     assert isinstance(cron, CronTriggerTimetable)
     assert cron.expression == "0 4 * * 0"
@@ -162,6 +181,57 @@ def test_schedule_is_weekly_cron_or_a_snapshot_event(retrain):
     assert core._get_next(first) - first == timedelta(days=7)
     assert retrain.max_active_runs == 1
     assert retrain.catchup is False
+
+
+def test_unpausing_starts_no_run_for_a_past_tick(serialized):
+    """What the scheduler asks when the DAG is first unpaused: the next run is due in the future, never the
+    cron tick that has just passed (with a start_date and catchup=False, Airflow would run that one now)."""
+    now = datetime.now(UTC)
+    info = serialized.next_dagrun_info(last_automated_run_info=None)
+    assert info is not None and info.run_after > now
+    assert info.run_after - now <= timedelta(days=7)
+
+
+def test_a_stale_scheduled_tick_is_skipped_not_retrained():
+    from postergenre.task_guards import stale_tick
+
+    now, grace = datetime(2026, 3, 9, 12, tzinfo=UTC), timedelta(hours=1)
+    assert stale_tick("scheduled", now - timedelta(minutes=5), now, grace) is None
+    reason = stale_tick("scheduled", now - timedelta(days=1), now, grace)
+    assert reason and "not retraining for a past tick" in reason
+    assert stale_tick("manual", now - timedelta(days=30), now, grace) is None  # asked for: always runs
+    assert stale_tick("asset_triggered", now - timedelta(days=30), now, grace) is None
+
+
+def test_a_backfill_never_ingests_todays_export_under_a_past_date():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from postergenre.task_guards import refuse_backfill_ingest
+
+    with pytest.raises(AirflowFailException, match="does not ingest today's export under a past date"):
+        refuse_backfill_ingest("backfill", "")
+    refuse_backfill_ingest("backfill", "2026-03-01")  # named explicitly: the operator means it
+    refuse_backfill_ingest("scheduled", "")
+
+
+def test_deterministic_errors_fail_without_retry_and_store_errors_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from postergenre.storage import NotFound, StoreUnreachable
+    from postergenre.task_guards import run_step
+
+    def raising(exc):
+        def step():
+            raise exc
+        return step
+
+    for exc in (ValueError("bad weights\nmore"), LookupError("no genre"), NotFound("runs/x/config.json")):
+        with pytest.raises(AirflowFailException) as caught:
+            run_step(raising(exc))
+        assert "\n" not in str(caught.value) and str(exc).splitlines()[0] in str(caught.value)
+    with pytest.raises(StoreUnreachable):  # transient: Airflow retries it with backoff
+        run_step(raising(StoreUnreachable("connection refused")))
+    assert run_step(lambda a, b=0: a + b, 1, b=2) == 3
 
 
 def test_cron_comes_from_the_environment(monkeypatch):
@@ -332,13 +402,33 @@ def _states(dr) -> dict[str, list[str]]:
     return states
 
 
+def _dag_parsed_with(monkeypatch, **env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(f"retrain_dag_{abs(hash(tuple(env.items())))}", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.postergenre_retrain()
+
+
 @pytest.mark.slow
-def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch):
-    conf, message = _conf(force_promote=True, force_reason=" "), "force_promote=true needs a force_reason"
-    _no_retries(retrain, monkeypatch)
+@pytest.mark.parametrize(
+    ("conf", "env", "message"),
+    [
+        ({"force_promote": True, "force_reason": " "}, {}, "force_promote=true needs a force_reason"),
+        ({"backbone": "tiny", "weights": "imagenet"}, {}, "'tiny' has no ImageNet weights"),
+        ({}, {"POSTERGENRE_GPU_POOL": "no_such_gpu_pool"}, "pool 'no_such_gpu_pool' does not exist"),
+    ],
+    ids=["unaudited-force", "backbone-without-weights", "missing-pool"],
+)
+def test_refused_requests_fail_in_the_first_task(retrain, airflow_db, settings, monkeypatch, conf, env, message):
+    """Nothing runs, nothing is retried: the gate fails with the reason and everything after it is upstream_failed."""
+    dag = _dag_parsed_with(monkeypatch, **env) if env else retrain
+    _no_retries(dag, monkeypatch)
     errors: list[BaseException] = []
-    monkeypatch.setattr(retrain.get_task("gate"), "on_failure_callback", [lambda ctx: errors.append(ctx["exception"])])
-    dr = retrain.test(logical_date=datetime(2026, 2, 2, 4, tzinfo=UTC), run_conf=conf)
+    monkeypatch.setattr(dag.get_task("gate"), "on_failure_callback", [lambda ctx: errors.append(ctx["exception"])])
+    day = 2 + list(sorted(message)).count(" ")  # a distinct logical date per case
+    dr = dag.test(logical_date=datetime(2026, 2, day, 4, tzinfo=UTC), run_conf=_conf(**conf))
     states = _states(dr)
     assert dr.state == "failed"
     assert states.pop("gate") == ["failed"]
@@ -352,6 +442,24 @@ def _fan_out_times(dr, task_id: str) -> tuple[int, float, float]:
     total = sum(ti.duration or 0.0 for ti in tis)
     span = (max(ti.end_date for ti in tis) - min(ti.start_date for ti in tis)).total_seconds()
     return len(tis), total, span
+
+
+def _champion_events(run_id: str) -> list[dict]:
+    """The extras of the champions Asset's events that ``run_id`` published."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from postergenre.assets import CHAMPIONS_ASSET
+
+    with create_session() as session:
+        stmt = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == CHAMPIONS_ASSET.uri, AssetEvent.source_run_id == run_id)
+            .order_by(AssetEvent.id)
+        )
+        return list(session.scalars(stmt))
 
 
 def _labels(dr, task_id: str) -> list[str]:
@@ -389,7 +497,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
         states = _states(dr)
         assert dr.state == "success", states
         print(f"\n{dr.run_id}: dag.test {wall:.1f} s")
-        for task_id in ("embed", "trial", "train", "evaluate", "promote"):
+        for task_id in ("embed", "trial", "genre_cnn.train", "ova.train", "ova.evaluate", "ova.promote"):
             n, total, span = _fan_out_times(dr, task_id)
             print(f"  {task_id:<9} x{n:<3} task time {total:7.1f} s, wall span {span:7.1f} s")
         return dr
@@ -399,7 +507,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
                     "force_promote": True, "force_reason": "bootstrap champions"})
     plan = store.get_json(f"runs/{registry.run_version_id(first.run_id)}/plan.json")
     assert _labels(first, "trial") == [trial_label(t) for t in plan]
-    assert _labels(first, "train") == targets
+    assert _labels(first, "ova.train") == targets[1:]  # one instance of the ova group per genre
     run_key = f"runs/{registry.run_version_id(first.run_id)}"
     report = store.get_json(f"{run_key}/report.json")
     assert set(report["decisions"]) == {registry_name(t) for t in targets}
@@ -419,6 +527,13 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
         champions[name] = champion["version"]
     forced = sum(not store.get_json(RunLayout(registry.run_version_id(first.run_id)).decision(registry_name(t)))["promote"] for t in targets)
     print(f"  first run: {len(targets) - forced} promoted on merit, {forced} forced")
+    # Each champion move was published for downstream DAGs, with what they need to act on it.
+    moves = {e["model"]: e for e in _champion_events(first.run_id)}
+    assert set(moves) == set(champions)
+    for name, extra in moves.items():
+        assert extra["version"] == champions[name] and extra["previous_version"] is None
+        assert extra["decision_uri"] == f"{store.url.rstrip('/')}/{RunLayout(extra['version']).decision(name)}"
+        assert extra["run_id"] == first.run_id and extra["generation"] == 1
 
     # Second run, dry, no snapshot named: trains on the newest one (the same) and changes nothing. It tunes
     # with Hyperband (2 configurations for 2 epochs, the better one again for 6) and fine-tunes genre-cnn.
@@ -444,3 +559,4 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
         assert registry.get_champion(reg, name)["version"] == champions[name]
         assert [v["version"] for v in registry.list_versions(reg, name)] == [champions[name]]
     assert store.exists(f"{second_key}/report.md")
+    assert _champion_events(second.run_id) == []  # a dry run moves no champion, so it publishes nothing

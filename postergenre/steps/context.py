@@ -80,13 +80,13 @@ class RunContext:
     @cached_property
     def weights_id(self) -> str:
         """``imagenet``, ``none`` or the sha256 of the weights file: what identifies the backbone's weights."""
-        from postergenre.features import weights_id
+        from postergenre.feature_cache import weights_id
 
         return weights_id(self.local_weights)
 
     @cached_property
     def feature_key(self) -> str:
-        from postergenre.features import feature_cache_key
+        from postergenre.feature_cache import feature_cache_key
 
         cfg = self.config
         return feature_cache_key(cfg.snapshot_id, cfg.backbone, self.weights_id, cfg.image_size)
@@ -94,7 +94,7 @@ class RunContext:
     @cached_property
     def features(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(movie ids, features) per split, from the cache the embed step filled."""
-        from postergenre.features import load_features
+        from postergenre.feature_cache import load_features
 
         index = self.store.get_json(self.layout.features)
         return {

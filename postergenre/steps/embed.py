@@ -24,7 +24,8 @@ def split_object(split: str, movie_ids: np.ndarray) -> str:
 def embed_step(run_id: str, settings: Settings | None = None) -> dict:
     """Computed once per (snapshot, backbone, weights, image size, split membership) and shared by every
     trial, the multi-class head and all OvA heads."""
-    from postergenre.features import embed_with, has_features, save_features
+    from postergenre.feature_cache import has_features, save_features
+    from postergenre.features import embed_with
 
     ctx = load_run(run_id, settings)
     cfg, key, labels = ctx.config, ctx.feature_key, ctx.labels

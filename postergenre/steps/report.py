@@ -64,6 +64,7 @@ def report_step(run_id: str, settings: Settings | None = None) -> dict:
         "cnn_test_accuracy": report["cnn"]["test"]["accuracy"],
         "chance": 1 / len(classes),
         "report_uri": ctx.url(layout.report_md),
+        "decided": sorted(decisions),
         "promoted": sorted(m for m, d in decisions.items() if d["promote"]),
         "fine_tuned": bool(report.get("fine_tune", {}).get("fine_tuned")),
     }
