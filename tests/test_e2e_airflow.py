@@ -161,7 +161,13 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
         monitor_tis = {ti["task_id"]: ti["state"] for ti in stack.task_instances(MONITOR, monitor_run)}
         assert monitor_tis["drift_vs_champion"] == "skipped"  # no champion yet
         events = stack.request("GET", "/api/v2/assets/events", params={"source_dag_id": MONITOR})["asset_events"]
-        assert [e["extra"]["snapshot_id"] for e in events] == ["e2e-2"]
+        by_asset = {}
+        for event in events:
+            by_asset.setdefault(event["uri"].rstrip("/"), []).append(event["extra"])
+        assert [e["snapshot_id"] for e in by_asset["postergenre://snapshots"]] == ["e2e-2"]
+        # A drift-alert event exactly when the snapshot's drift is an alert.
+        alerting = by_asset["postergenre://snapshots"][0]["severity"] == "alert"
+        assert by_asset.get("postergenre://drift-alerts", []) == (by_asset["postergenre://snapshots"] if alerting else [])
 
         started = time.monotonic()
         run_id = stack.trigger(RETRAIN, conf)
@@ -170,6 +176,11 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
         dag_run = stack.dag_run(RETRAIN, run_id)
         tis = stack.task_instances(RETRAIN, run_id)
         timings = run_timings(dag_run, tis)
+        champion_moves = [
+            e["extra"]
+            for e in stack.request("GET", "/api/v2/assets/events", params={"source_dag_id": RETRAIN})["asset_events"]
+            if e["uri"].rstrip("/") == "postergenre://champions"
+        ]
         print(f"\n{RETRAIN} {run_id}: {state}, {client_wall:.0f} s from trigger to seen finished")
         print(format_timings(timings))
     assert state == "success"
@@ -195,8 +206,9 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
     assert sorted(ti["rendered_map_index"] for ti in by_task["trial"]) == sorted(trial_label(t) for t in plan[:2])
     survivor = store.get_json(f"{run_key}/rounds/1.json")
     assert [ti["rendered_map_index"] for ti in by_task["trial_round_1"]] == [trial_label(survivor[0])]
-    for fan_out in ("train", "evaluate", "promote"):
-        assert sorted(ti["rendered_map_index"] for ti in by_task[fan_out]) == sorted(targets), fan_out
+    for step in ("train", "evaluate", "promote"):  # genre-cnn's group, and one ova group instance per genre
+        assert len(by_task[f"genre_cnn.{step}"]) == 1, step
+        assert sorted(ti["rendered_map_index"] for ti in by_task[f"ova.{step}"]) == sorted(conf["ova_genres"]), step
     beyond_the_plan = {"trial_round_2", "trial_round_3"}  # a bracket of R = 3 has two rounds
     assert all(ti["state"] == "skipped" for ti in tis if ti["task_id"] in beyond_the_plan)
     assert all(ti["state"] == "success" for ti in tis if ti["task_id"] not in beyond_the_plan)
@@ -222,9 +234,16 @@ def test_monitor_and_retrain_through_airflow_rest_api_on_s3(s3_server, s3_env, t
             assert entry["reason"] == "forced by admin: e2e bootstrap"
         lineage = registry.show_version(reg, name, retrain_id)["lineage"]
         assert lineage["snapshot_id"] == "e2e-2" and lineage["seed"] == 7 and lineage["image_size"] == 48
+        # Which Airflow task produced it, and from which commit.
+        assert lineage["airflow"]["dag_id"] == RETRAIN and lineage["airflow"]["run_id"] == run_id
+        assert lineage["git_sha"]
     untrained = [g for g in report["classes"] if g not in conf["ova_genres"]]
     assert untrained and all(registry.get_champion(reg, registry_name(g)) is None for g in untrained)
     print(f"{len(targets)} models: {len(targets) - forced} promoted on merit, {forced} forced")
+    # Every champion move was published on the champions Asset for downstream DAGs.
+    assert sorted((m["model"], m["version"], m["previous_version"]) for m in champion_moves) == sorted(
+        (registry_name(t), retrain_id, None) for t in targets
+    )
 
     # The monitor's drift report of e2e-2 against e2e-1: in the store and in the metadata DB.
     drift_key = "drift/e2e-2/previous-e2e-1.json"

@@ -1,6 +1,7 @@
 """The model plane end to end on a tiny synthetic snapshot: trials, training, champion vs challenger, registry."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -228,3 +229,45 @@ def test_fine_tuned_candidate_is_kept_consistent_and_scored_on_posters_as_champi
     train_step("run-ft", CNN, settings)  # re-training the candidate makes its fine-tune stale
     assert not ctx.store.exists(ctx.layout.candidate(CNN, "fine_tune.json"))
     assert not list(ctx.store.list(ctx.layout.fine_tune_checkpoints(CNN) + "/"))
+
+
+def test_promotion_refuses_an_artefact_whose_outputs_differ_from_the_evaluated_scores(world, tmp_path):
+    """The registered backbone+head model runs on test posters before the pointer moves; a tampered one
+    (here: its head's output layer inverted after evaluation, as a wrong class order or stale weights would be)
+    is registered but never becomes champion."""
+    import keras
+
+    settings, config, _, _ = world
+    run_retrain("run-x", RetrainConfig(**{**CONFIG, "dry_run": True}), settings=settings, targets=[CNN])
+    store = load_run("run-x", settings).store
+    start_run("run-y", config, settings=settings)  # a fresh run id on the same data and settings
+    for key in store.list_keys("runs/run-x/"):
+        if "/decisions/" not in key and not key.endswith("/config.json"):
+            store.put_bytes(key.replace("runs/run-x/", "runs/run-y/", 1), store.get_bytes(key))
+    layout = load_run("run-y", settings).layout
+    local = tmp_path / "model.keras"
+    store.download_file(layout.candidate(CNN, "model.keras"), local)
+    model = keras.models.load_model(local, compile=False)
+    last = model.get_layer("head").layers[-1]
+    last.set_weights([w * -3 for w in last.get_weights()])
+    model.save(local)
+    store.upload_files([(local, layout.candidate(CNN, "model.keras"))])
+    evaluate_step("run-y", CNN, settings)
+    before = registry.get_champion(_registry(settings), CNN)
+    result = promote_step("run-y", CNN, actor="test", force=True, force_reason="tampered", settings=settings)
+    assert result["promoted"] is False and "registered artefact's outputs differ" in result["reason"]
+    print(f"tampered artefact: {result['artifact_check']}")
+    assert result["artifact_check"]["max_abs_diff"] > result["artifact_check"]["tolerance"]
+    assert registry.get_champion(_registry(settings), CNN) == before
+    signature = json.loads((_registry(settings)).get_bytes(
+        f"models/genre-cnn/versions/{result['version']}/signature.json"))
+    assert signature["input"]["image_size"] == CONFIG["image_size"] and signature["kind"] == "multiclass"
+
+
+def test_versions_describe_themselves(world):
+    settings, _, _, forced = world
+    shown = registry.show_version(_registry(settings), CNN, forced["version"])
+    lineage = shown["lineage"].get("lineage", shown["lineage"])
+    assert lineage["code_version"] and "git_sha" in lineage and "image_digest" in lineage
+    assert forced["artifact_check"]["ok"] is True and forced["artifact_check"]["posters"] == 8
+    print(f"artefact check of a real candidate: max |diff| {forced['artifact_check']['max_abs_diff']}")

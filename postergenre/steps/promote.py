@@ -3,18 +3,20 @@ so (``registry.promote``, a compare-and-swap from the evaluated champion)."""
 
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import postergenre
 from postergenre import registry
 from postergenre.config import Settings
-from postergenre.genres import model_name
+from postergenre.genres import CNN_MODEL, model_name, normalise_genre
 from postergenre.log import get_logger
+from postergenre.provenance import provenance, signature
 from postergenre.snapshots import load_manifest
-from postergenre.steps.context import RunContext, load_run
+from postergenre.steps.context import RunContext, load_npz, load_run
+from postergenre.steps.verify import check_artifact
 
 log = get_logger(__name__)
 
@@ -57,7 +59,7 @@ def lineage_of(ctx: RunContext, candidate: dict) -> dict:
         "image_size": cfg.image_size,
         "feature_key": ctx.store.get_json(ctx.layout.features)["feature_key"],
         "weights_id": ctx.weights_id,
-        "code_version": postergenre.__version__,
+        **provenance(),
         "packages": package_versions(),
         "timings": {
             "train_seconds": candidate["seconds"],
@@ -69,6 +71,16 @@ def lineage_of(ctx: RunContext, candidate: dict) -> dict:
     if "fine_tune" in candidate:
         lineage["fine_tune"] = candidate["fine_tune"]
     return lineage
+
+
+def signature_of(ctx: RunContext, name: str, target: str) -> dict:
+    if name == CNN_MODEL:
+        kind, classes = "multiclass", ctx.classes
+    else:
+        kind, classes = "binary", ["other", normalise_genre(target)]
+    cfg = ctx.config
+    return signature(model=name, classes=classes, kind=kind, image_size=cfg.image_size, backbone=cfg.backbone,
+                     weights_id=ctx.weights_id)
 
 
 def promote_step(
@@ -102,7 +114,10 @@ def promote_step(
             registry.register_version(
                 ctx.registry_store,
                 name,
-                files={"model.keras": model_path},
+                files={
+                    "model.keras": model_path,
+                    "signature.json": json.dumps(signature_of(ctx, name, target), indent=2).encode(),
+                },
                 metrics=candidate["metrics"],
                 lineage=lineage_of(ctx, candidate),
                 decision=decision,
@@ -113,8 +128,27 @@ def promote_step(
             # differ although resumed training gives the same weights. The version first registered stands.
             log.warning("version already registered by an earlier attempt", model=name, version=version)
     forced = force and not decision["promote"]
-    result = {"model": name, "version": version, "promoted": False, "forced": forced, "reason": decision["reason"]}
+    result = {
+        "model": name,
+        "version": version,
+        "promoted": False,
+        "forced": forced,
+        "reason": decision["reason"],
+        "previous_version": decision["champion_version"],
+        "decision_uri": ctx.url(layout.decision(name)),
+    }
     if not (decision["promote"] or force):
+        return result
+    # The artefact that would become champion runs on posters and must give the scores it was judged on.
+    check = check_artifact(ctx, name, version, load_npz(ctx.store, layout.candidate(name, "predictions.npz")))
+    result["artifact_check"] = check
+    if not check["ok"]:
+        result["reason"] = (
+            f"not promoted: the registered artefact's outputs differ from the evaluated scores on "
+            f"{check['posters']} test posters (max |diff| {check['max_abs_diff']} > {check['tolerance']}"
+            f"{'; ' + check['problem'] if check.get('problem') else ''})"
+        )
+        log.error("artifact check failed", model=name, version=version, **check)
         return result
     reason = f"forced by {actor}: {force_reason}" if forced else decision["reason"]
     try:
