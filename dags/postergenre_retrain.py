@@ -193,8 +193,11 @@ def postergenre_retrain():
     def prepare(inputs: dict) -> dict:
         from postergenre.steps.prepare import prepare_dataset
 
-        seed = get_current_context()["params"]["seed"]
-        return run_step(prepare_dataset, inputs["snapshot_id"], seed=seed, settings=task_settings())
+        params = get_current_context()["params"]
+        return run_step(
+            prepare_dataset, inputs["snapshot_id"], seed=params["seed"], balance=params["balance"],
+            settings=task_settings(),
+        )
 
     @task
     def start(prepared: dict) -> str:

@@ -153,7 +153,7 @@ def run_cmd(
         if source:
             snapshot_id = ingest_snapshot(source, snapshot_id=snapshot, progress=_progress())["snapshot_id"]
         config = settings_for(snapshot_id)
-        prepare_dataset(snapshot_id, seed=config.seed)
+        prepare_dataset(snapshot_id, seed=config.seed, balance=config.balance)
         rid = run_id or f"{snapshot_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
         return run_retrain(rid, config, targets=target or None)
 

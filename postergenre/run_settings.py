@@ -100,6 +100,20 @@ class RunSettings(BaseModel):
         description="Adam's learning rate in the fine-tune stage (low, so the pretrained features are kept).",
         json_schema_extra={"cli": "--fine-tune-lr"},
     )
+    balance: Literal["undersample", "weighted"] = Field(
+        "undersample",
+        description=(
+            "undersample: the report's classes cut to the rarest one. weighted: the same val and test splits, "
+            "and every other labelled movie in train with class weights (each genre counts equally)."
+        ),
+    )
+    probe_gate: bool = Field(
+        True,
+        description=(
+            "Refuse to promote a head whose test macro-F1 is below its own linear probe's (logistic regression "
+            "on the same cached features) by more than the bootstrap CI."
+        ),
+    )
     dry_run: bool = Field(
         False, description="Train and evaluate, write the decisions and the report, but register nothing."
     )

@@ -36,6 +36,8 @@ FORM = {
     "fine_tune": ("boolean", False),
     "fine_tune_blocks": ("integer", 2),
     "fine_tune_learning_rate": ("number", 1e-5),
+    "balance": ("string", "undersample"),
+    "probe_gate": ("boolean", True),
     "dry_run": ("boolean", False),
     "force_promote": ("boolean", False),
     "force_reason": ("string", ""),

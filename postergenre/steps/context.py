@@ -16,8 +16,7 @@ import pandas as pd
 
 from postergenre import registry
 from postergenre.config import Settings, get_settings
-from postergenre.datasets import load_dataset_description, load_labels, load_ova
-from postergenre.labels import SPLITS
+from postergenre.datasets import load_dataset_description, load_labels, load_multilabel_eval, load_ova
 from postergenre.resources import data_store, registry_store
 from postergenre.run_settings import RunSettings
 from postergenre.snapshots import POSTER_PREFIX, blob_key, snapshot_key
@@ -46,16 +45,26 @@ class RunContext:
 
     # ------------------------------------------------------------------------------------- the dataset
 
+    @property
+    def _dataset(self) -> tuple[str, int, str]:
+        return self.config.snapshot_id, self.config.seed, self.config.balance
+
     @cached_property
     def labels(self) -> pd.DataFrame:
-        return load_labels(self.store, self.config.snapshot_id, self.config.seed)
+        return load_labels(self.store, *self._dataset)
 
     @cached_property
     def classes(self) -> list[str]:
-        return load_dataset_description(self.store, self.config.snapshot_id, self.config.seed)["classes"]
+        return load_dataset_description(self.store, *self._dataset)["classes"]
 
     def ova(self, genre: str) -> pd.DataFrame:
-        return load_ova(self.store, self.config.snapshot_id, self.config.seed, genre)
+        snapshot_id, seed, balance = self._dataset
+        return load_ova(self.store, snapshot_id, seed, genre, balance)
+
+    @cached_property
+    def multilabel(self):
+        """The movies that score the OvA ensemble on their true genre lists (``multilabel.MultilabelEval``)."""
+        return load_multilabel_eval(self.store, *self._dataset)
 
     # ------------------------------------------------------------------------------ weights and features
 
@@ -98,7 +107,7 @@ class RunContext:
 
         index = self.store.get_json(self.layout.features)
         return {
-            split: load_features(self.store, index["feature_key"], index["splits"][split]) for split in SPLITS
+            split: load_features(self.store, index["feature_key"], obj) for split, obj in index["splits"].items()
         }
 
     def build_backbone(self):

@@ -14,6 +14,20 @@ from postergenre.steps.context import load_run
 
 log = get_logger(__name__)
 
+UNUSED = "unused"
+"""Feature object of the labelled movies in no split, which score the OvA ensemble on true genre lists."""
+MAX_UNUSED = 5000
+"""At letterboxd scale undersampling leaves ~400k movies out; a seeded sample of this many scores as well."""
+
+
+def unused_sample(ctx, max_movies: int = MAX_UNUSED) -> np.ndarray:
+    """Sorted ids of the (sampled) movies of the multi-label evaluation set that are in no split."""
+    test = ctx.multilabel.test
+    ids = test.loc[test["source"] == UNUSED, "movie_id"].to_numpy(dtype=np.int64)
+    if len(ids) > max_movies:
+        ids = np.random.default_rng(ctx.config.seed).choice(ids, size=max_movies, replace=False)
+    return np.sort(ids)
+
 
 def split_object(split: str, movie_ids: np.ndarray) -> str:
     """The cache object of one split is named by the exact movies it embeds, so a changed split never reuses it."""
@@ -30,8 +44,9 @@ def embed_step(run_id: str, settings: Settings | None = None) -> dict:
     ctx = load_run(run_id, settings)
     cfg, key, labels = ctx.config, ctx.feature_key, ctx.labels
     counts, objects, backbone, started = {}, {}, None, time.perf_counter()
-    for split in SPLITS:
-        ids = labels.loc[labels["split"] == split, "movie_id"].to_numpy(dtype=np.int64)
+    wanted = {split: labels.loc[labels["split"] == split, "movie_id"].to_numpy(dtype=np.int64) for split in SPLITS}
+    wanted[UNUSED] = unused_sample(ctx)
+    for split, ids in wanted.items():
         objects[split] = split_object(split, ids)
         if has_features(ctx.store, key, objects[split]):
             counts[split] = {"cached": True, "total": len(ids)}

@@ -71,6 +71,15 @@ def _as_pred(proba: np.ndarray, binary: bool, threshold: float = 0.5) -> np.ndar
     return (proba[:, 0] > threshold).astype(int) if binary else np.argmax(proba, axis=1)
 
 
+def _probe_predictions(predictions: dict, metrics: dict, binary: bool) -> np.ndarray | None:
+    """The candidate's linear probe on the same test rows, read like the head (its own val threshold); None
+    for a candidate trained before probes were fitted."""
+    key = "probe_own_test" if binary else "probe_test"
+    if key not in predictions:
+        return None
+    return _as_pred(predictions[key], binary, metrics.get("probe", {}).get("threshold", 0.5))
+
+
 def evaluate_step(
     run_id: str, target: str, settings: Settings | None = None, policy: DecisionPolicy | None = None
 ) -> dict:
@@ -78,20 +87,25 @@ def evaluate_step(
     ctx = load_run(run_id, settings)
     layout, name = ctx.layout, model_name(target)
     binary = name != CNN_MODEL
-    policy = policy or DecisionPolicy(min_macro_f1_over_chance=1.1 if binary else 1.5, seed=ctx.config.seed)
+    policy = policy or DecisionPolicy(
+        min_macro_f1_over_chance=1.1 if binary else 1.5,
+        seed=ctx.config.seed,
+        require_probe_parity=ctx.config.probe_gate,
+    )
     predictions = load_npz(ctx.store, layout.candidate(name, "predictions.npz"))
     ids, classes, y_true = test_truth(ctx, target, predictions)
     candidate = ctx.store.get_json(layout.candidate(name))
     threshold = candidate["metrics"].get("threshold", 0.5)
     scores = predictions["own_test"] if binary else predictions["test"]
     challenger = _as_pred(scores, binary, threshold)
+    probe_pred = _probe_predictions(predictions, candidate["metrics"], binary)
     champion = registry.get_champion(ctx.registry_store, name)
     champion_pred = None
     if champion is not None:
         info = registry.show_version(ctx.registry_store, name, champion["version"])
         champion_threshold = info["metrics"].get("threshold", 0.5) if binary else 0.5
         champion_pred = _as_pred(_champion_scores(ctx, name, champion, info, ids), binary, champion_threshold)
-    decision = decide(y_true, challenger, champion_pred, classes, policy)
+    decision = decide(y_true, challenger, champion_pred, classes, policy, pred_probe=probe_pred)
     decision.update(
         {
             "model": name,

@@ -21,7 +21,7 @@ def start_run(run_id: str, config: RunSettings, settings: Settings | None = None
     run_id = registry.run_version_id(run_id)
     store = data_store(settings)
     load_manifest(store, config.snapshot_id)
-    load_dataset_description(store, config.snapshot_id, config.seed)
+    load_dataset_description(store, config.snapshot_id, config.seed, config.balance)
     layout = RunLayout(run_id)
     try:
         existing = RunSettings.from_stored(store.get_json(layout.config))

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from postergenre.config import Settings
 from postergenre.evaluation import binary_metrics, choose_thresholds, multiclass_metrics
@@ -25,6 +26,51 @@ def splits_of(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "val": (data.x_val, data.y_val),
         "test": (data.x_test, data.y_test),
     }
+
+
+def fit_linear_probe(data, kind: str, classes: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
+    """The head's baseline on the same cached features and split: (metrics per split + C, probabilities)."""
+    from postergenre.probe import fit_probe
+
+    fitted = fit_probe(
+        data.x_train,
+        data.y_train,
+        data.x_val,
+        data.y_val,
+        predict={"train": data.x_train, "val": data.x_val, "test": data.x_test},
+        sample_weight=data.w_train,
+    )
+    extra = {"C": fitted.C, "val_score": fitted.val_score, "criterion": fitted.criterion}
+    if kind == "multiclass":
+        metrics = {s: multiclass_metrics(np.argmax(y, 1), fitted.proba[s], classes) for s, (_, y) in splits_of(data).items()}
+    else:  # read at its own F1-optimal threshold on val, exactly as the head is
+        p_val = fitted.proba["val"][:, 0]
+        threshold = choose_thresholds(data.y_val[:, 0].astype(int), np.stack([1 - p_val, p_val], 1), classes)[classes[1]]
+        metrics = {
+            s: binary_metrics(y[:, 0].astype(int), fitted.proba[s][:, 0], threshold)
+            for s, (_, y) in splits_of(data).items()
+        }
+        extra["threshold"] = threshold
+    return {**metrics, **extra}, fitted.proba
+
+
+def member_scoring(ctx, genre: str, val_ids: np.ndarray, val_scores: np.ndarray) -> dict:
+    """How an OvA member's scores are read at ensemble level, both fitted on the val split: a Platt
+    calibration against the collapsed label (so an argmax across members compares like with like) and the
+    threshold on its true genre lists (multi-label output)."""
+    from postergenre import multilabel
+    from postergenre.calibration import fit_platt
+
+    genre_of = ctx.labels.set_index("movie_id")["genre"].astype(str)
+    is_genre = (genre_of.loc[val_ids].to_numpy() == genre).astype(int)
+    truth = ctx.multilabel
+    column = truth.classes.index(genre)
+    rows = pd.Index(truth.val["movie_id"].to_numpy()).get_indexer(val_ids)
+    if (rows < 0).any():
+        raise ValueError(f"{genre}: val movies without a true genre list; prepare the dataset again")
+    has_genre = truth.y_val[rows, column][:, None]
+    threshold = multilabel.choose_thresholds(has_genre, val_scores[:, None], [genre])[genre]
+    return {"calibration": fit_platt(val_scores, is_genre).to_dict(), "multilabel_threshold": threshold}
 
 
 def train_step(run_id: str, target: str, settings: Settings | None = None) -> dict:
@@ -54,6 +100,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
             split: multiclass_metrics(np.argmax(y, 1), head.predict(x, verbose=0), ctx.classes)
             for split, (x, y) in splits_of(multiclass).items()
         }
+        metrics["probe"], probe_proba = fit_linear_probe(multiclass, "multiclass", ctx.classes)
     else:
         genre = normalise_genre(target)
         data = ctx.binary_data(genre)
@@ -71,6 +118,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
         metrics["test_at_threshold"] = binary_metrics(
             data.y_test[:, 0].astype(int), head.predict(data.x_test, verbose=0)[:, 0], threshold
         )
+        metrics["probe"], probe_proba = fit_linear_probe(data, "binary", ["other", genre])
     seconds = round(time.perf_counter() - started, 2)
     # Probabilities on the multi-class val/test rows: the OvA ensemble's inputs, and the evaluation's.
     arrays = dict(
@@ -79,8 +127,18 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
         test_ids=multiclass.movie_ids["test"],
         test=head.predict(multiclass.x_test, verbose=0),
     )
-    if name != CNN_MODEL:  # and on the member's own binary test set, for its champion/challenger decision
-        arrays.update(own_test_ids=data.movie_ids["test"], own_test=head.predict(data.x_test, verbose=0))
+    if name == CNN_MODEL:
+        arrays.update(probe_test=probe_proba["test"])
+    else:  # and on the member's own binary test set, for its champion/challenger decision
+        arrays.update(
+            own_test_ids=data.movie_ids["test"],
+            own_test=head.predict(data.x_test, verbose=0),
+            probe_own_test=probe_proba["test"],
+        )
+        if "unused" in ctx.features:  # the rest of the multi-label evaluation set (movies in no split)
+            unused_ids, unused_x = ctx.features["unused"]
+            arrays.update(unused_ids=unused_ids, unused=head.predict(unused_x.astype(np.float32), verbose=0))
+        metrics.update(member_scoring(ctx, genre, arrays["val_ids"], arrays["val"][:, 0]))
     store_npz(ctx.store, layout.candidate(name, "predictions.npz"), **arrays)
     with tempfile.TemporaryDirectory() as tmp:
         model_path, head_path = Path(tmp) / "model.keras", Path(tmp) / "head.keras"
