@@ -344,6 +344,39 @@ def test_run_report_renders_every_section_of_report_json():
     assert "keep champion" in page and "not better" in page
 
 
+def test_run_report_shows_each_model_beside_its_probe_and_multilabel_on_true_genres():
+    from postergenre.multilabel import multilabel_scores
+    from postergenre.steps.report import probe_markdown, probe_table
+
+    report = full_report()
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.integers(0, 2, (50, len(GENRES))), rng.integers(0, 2, (50, len(GENRES)))
+    margins = {
+        "genre-cnn": {"macro_f1": 0.31, "head_macro_f1": 0.27, "below_with_confidence": True,
+                      "bootstrap": {"delta": -0.04, "ci_low": -0.07, "ci_high": -0.01}},
+        "genre-ova/western": None,  # decided before probes existed
+    }
+    report.update(
+        cnn_probe=report["cnn"],
+        ova_member_probes=report["ova_members"],
+        probe_table=probe_table(margins),
+        ova_truth={"all": {"set": "test split + movies in no split", **multilabel_scores(y_true, y_pred, GENRES)},
+                   "test_split": {"set": "test split", **multilabel_scores(y_true[:20], y_pred[:20], GENRES)}},
+    )
+    report["ova"]["argmax_calibrated"] = report["ova"]["argmax"]
+    page = render("run.html", run={"run_id": "r1", "report": report, "markdown": ""}, runs=[], root="")
+    for heading in ("Keras heads against their linear probes", "the CNN&#39;s linear probe",
+                    "each member&#39;s linear probe", "members calibrated on val", "true genre lists"):
+        assert heading in page, heading
+    assert '<td class="num">-0.0400</td>' in page and "<td>genre-cnn</td>" in page
+    assert "genre-ova/western" not in page.split("linear probes")[1].split("</table>")[0]
+    for genre in GENRES:  # Tables 2, 3, 3's probe and 4
+        assert page.count(f"<tr><td>{escape(genre)}</td>") == 4
+    markdown = probe_markdown(report)
+    assert "| genre-cnn | 0.2700 | 0.3100 | -0.0400 | [-0.0700, -0.0100] |" in markdown
+    assert "| test split | 20 |" in markdown
+
+
 BROKEN_REPORT = {
     "classes": None,
     "generated_at": 20260101,

@@ -78,12 +78,27 @@ def multilabel_on_truth(ctx: RunContext, members: dict[str, tuple[dict, dict]]) 
     y_true = truth.y_test[rows][:, columns]
     y_pred = multilabel.apply_thresholds(scores, thresholds, list(members))
     in_test_split = (truth.test["source"].to_numpy()[rows] == "test")
+    genres = list(members)
     return {
-        "all": multilabel.multilabel_scores(y_true, y_pred, list(members)),
-        "test_split": multilabel.multilabel_scores(y_true[in_test_split], y_pred[in_test_split], list(members)),
+        "all": {"set": "test split + movies in no split",
+                **multilabel.multilabel_scores(y_true, y_pred, genres)},
+        "test_split": {"set": "test split",
+                       **multilabel.multilabel_scores(y_true[in_test_split], y_pred[in_test_split], genres)},
         "thresholds": thresholds,
         "movies": {"test_split": int(in_test_split.sum()), "unused": int((~in_test_split).sum())},
     }
+
+
+def probe_table(margins: dict) -> list[dict]:
+    """One flat row per model: head and probe test macro-F1, the margin and its CI (for the report and UI)."""
+    rows = []
+    for model, margin in sorted(margins.items()):
+        if margin:
+            boot = margin["bootstrap"]
+            rows.append({"model": model, "head_macro_f1": margin["head_macro_f1"], "probe_macro_f1": margin["macro_f1"],
+                         "margin": boot["delta"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+                         "below_with_confidence": margin["below_with_confidence"]})
+    return rows
 
 
 def _fmt(value) -> str:
@@ -97,12 +112,9 @@ def probe_markdown(report: dict) -> str:
              "cached features, C chosen on val. Margin: head - probe macro-F1 on the same test rows, with its "
              "95% paired-bootstrap CI.", "",
              "| model | head test macro-F1 | probe test macro-F1 | margin | 95% CI |", "| --- | --- | --- | --- | --- |"]
-    for model, margin in sorted(report.get("probe_margins", {}).items()):
-        if not margin:
-            continue
-        boot = margin["bootstrap"]
-        lines.append(f"| {model} | {_fmt(margin['head_macro_f1'])} | {_fmt(margin['macro_f1'])} | "
-                     f"{boot['delta']:+.4f} | [{boot['ci_low']:+.4f}, {boot['ci_high']:+.4f}] |")
+    for row in report.get("probe_table", []):
+        lines.append(f"| {row['model']} | {_fmt(row['head_macro_f1'])} | {_fmt(row['probe_macro_f1'])} | "
+                     f"{row['margin']:+.4f} | [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] |")
     ova = report.get("ova") or {}
     if "argmax_calibrated" in ova:
         lines += ["", "## OvA ensemble as argmax, members calibrated on val (Platt)", "",
@@ -114,7 +126,7 @@ def probe_markdown(report: dict) -> str:
                   "| --- | --- | --- | --- | --- | --- |"]
         for part in ("all", "test_split"):
             s = truth[part]
-            lines.append(f"| {part} | {s['n']} | {s['micro_f1']:.4f} | {s['macro_f1']:.4f} | "
+            lines.append(f"| {s['set']} | {s['n']} | {s['micro_f1']:.4f} | {s['macro_f1']:.4f} | "
                          f"{s['subset_accuracy']:.4f} | {s['mean_labels_true']:.2f} / {s['mean_labels_pred']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -146,6 +158,7 @@ def report_step(run_id: str, settings: Settings | None = None) -> dict:
         probe = decision.get("probe")
         margins[decision["model"]] = probe and {**probe, "head_macro_f1": decision["challenger"]["macro_f1"]}
     report["decisions"], report["probe_margins"] = decisions, margins
+    report["probe_table"] = probe_table(margins)
     try:
         tuned = ctx.store.get_json(layout.candidate(CNN_MODEL, FINE_TUNE))
         report["fine_tune"] = {k: v for k, v in tuned.items() if k != "history"}
