@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +32,33 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from postergenre.image_checks import (  # re-exported: callers import the pipeline's checks from here too
+    REFUSED,
+    PosterError,
+    check_poster,
+    checked,
+    claimed_format,
+    poster_name,
+    read_header,
+    read_orientations,
+)
+
+__all__ = [
+    "REFUSED",
+    "DecodeStats",
+    "PosterError",
+    "check_poster",
+    "indexed_dataset",
+    "letterbox",
+    "load_image",
+    "make_dataset",
+    "orient",
+    "read_header",
+    "scan_decodable",
+    "decode_resize_reference",
+]
+
 AUTOTUNE = tf.data.AUTOTUNE
-_EXIF_ORIENTATION = 0x0112
-_HEADER_THREADS = 8
-REFUSED = 0
-"""Orientation code given to a poster whose header declares too many pixels: it is never decoded."""
-
-
-class PosterError(ValueError):
-    """One poster cannot be used; the message is one line naming it and saying why."""
 
 
 @dataclass(frozen=True)
@@ -67,61 +83,6 @@ class DecodeStats:
 
     def to_dict(self) -> dict:
         return {"total": self.total, "kept": self.kept, "skipped": self.skipped}
-
-
-# ---------------------------------------------------------------------------------------------- headers
-
-
-def _max_pixels(max_pixels: int | None) -> int:
-    if max_pixels is not None:
-        return max_pixels
-    from postergenre.config import get_settings
-
-    return get_settings().max_image_pixels
-
-
-def read_header(source: str | Path | bytes) -> tuple[int, int, int]:
-    """``(width, height, EXIF orientation 1..8)`` from an image's header, without decoding its pixels.
-
-    Raises PIL's errors for what is not an image, and ``Image.DecompressionBombError`` for sizes PIL itself
-    refuses to open (over twice its own ~89 MP limit).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            return img.width, img.height, _orientation(img.info.get("exif"))
-
-
-def _orientation(raw: bytes | None) -> int:
-    if not raw:
-        return 1
-    try:
-        exif = Image.Exif()
-        exif.load(raw)
-        value = exif.get(_EXIF_ORIENTATION, 1)
-    except Exception:  # a broken EXIF block is no reason to lose the poster: PIL raises many types for it
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _pipeline_orientation(path: str, max_pixels: int) -> int:
-    """Orientation for the pipelines, or REFUSED. A header PIL cannot read is left to TensorFlow's decode,
-    which then skips the poster or not exactly as it did before headers were read."""
-    try:
-        width, height, orientation = read_header(path)
-    except Image.DecompressionBombError:
-        return REFUSED
-    except Exception:  # OSError, SyntaxError, ValueError, ...: TF's decode decides
-        return 1
-    return REFUSED if width * height > max_pixels else orientation
-
-
-def _orientations(paths: Sequence[str], max_pixels: int | None) -> np.ndarray:
-    """Each poster's orientation (REFUSED over the pixels cap), headers read in parallel."""
-    cap = _max_pixels(max_pixels)
-    with ThreadPoolExecutor(_HEADER_THREADS) as pool:
-        found = pool.map(lambda p: _pipeline_orientation(p, cap), paths)
-        return np.fromiter(found, dtype=np.int32, count=len(paths))
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -171,78 +132,6 @@ def letterbox(data: tf.Tensor, image_size: int, orientation: tf.Tensor | int = 1
     return tf.clip_by_value(image, 0.0, 255.0)  # bilinear never overshoots, but keep the contract explicit
 
 
-def _read_poster(source: str | Path | bytes, max_bytes: int | None) -> bytes:
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        if path.is_dir():
-            raise PosterError(f"poster {path} is a directory, not an image file")
-        if not path.is_file():
-            raise PosterError(
-                f"poster {path} does not exist" if not path.exists() else f"poster {path} is not a file"
-            )
-        if max_bytes is not None and path.stat().st_size > max_bytes:
-            raise PosterError(
-                f"poster {path} is {path.stat().st_size} bytes, over the cap of {max_bytes} "
-                "(POSTERGENRE_MAX_POSTER_BYTES)"
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise PosterError(f"poster {path} cannot be read ({exc.strerror or exc})") from None
-    if not data:
-        raise PosterError(f"{_name(source)} is empty (0 bytes)")
-    return data
-
-
-_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
-
-
-def _claimed_format(data: bytes) -> str | None:
-    """The format the first bytes claim, to tell a broken image from something that never was one."""
-    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
-
-
-def _name(source: str | Path | bytes) -> str:
-    return "poster" if isinstance(source, bytes) else f"poster {source}"
-
-
-def check_poster(
-    source: str | Path | bytes, *, max_pixels: int | None = None, max_bytes: int | None = None
-) -> int:
-    """Everything but the decode: the file, its size and its header; returns its EXIF orientation.
-
-    Raises PosterError: a directory, missing, unreadable or empty file, more than ``max_bytes`` bytes, not an
-    image PIL knows, or more than ``max_pixels`` pixels (default: the ``max_image_pixels`` setting).
-    """
-    return _checked(source, max_pixels, max_bytes)[1]
-
-
-def _checked(source: str | Path | bytes, max_pixels: int | None, max_bytes: int | None) -> tuple[bytes, int]:
-    data = _read_poster(source, max_bytes)
-    cap = _max_pixels(max_pixels)
-    try:
-        width, height, orientation = read_header(data)
-    except Image.DecompressionBombError as exc:  # PIL's own limit, far above ours: its message has the count
-        declared = re.search(r"\((\d+) pixels\)", str(exc))
-        raise PosterError(
-            f"{_name(source)} declares {declared[1] if declared else 'too many'} pixels, over the cap of {cap} "
-            "(POSTERGENRE_MAX_IMAGE_PIXELS); it was not decoded"
-        ) from None
-    except Exception as exc:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError, ... for junk
-        what = _claimed_format(data)
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        problem = f"is a truncated or corrupt {what}" if what else "is not an image"
-        raise PosterError(f"{_name(source)} {problem} ({detail})") from None
-    if width * height > cap:
-        raise PosterError(
-            f"{_name(source)} is {width}x{height} = {width * height} pixels, over the cap of {cap} "
-            "(POSTERGENRE_MAX_IMAGE_PIXELS); it was not decoded"
-        )
-    return data, orientation
-
-
 def load_image(
     path_or_bytes: str | Path | bytes,
     image_size: int,
@@ -255,14 +144,16 @@ def load_image(
     ``check_poster`` runs first, so nothing is decoded that the caps refuse; a poster that passes it and still
     fails to decode (truncated, corrupt data) raises PosterError too.
     """
-    data, orientation = _checked(path_or_bytes, max_pixels, max_bytes)
+    data, orientation = checked(path_or_bytes, max_pixels, max_bytes)
     try:
         return letterbox(tf.constant(data), image_size, orientation).numpy()
     except tf.errors.InvalidArgumentError as exc:  # the header was fine, the pixel data is not
         # TF prefixes the op's node name ({{function_node ...}}): noise to whoever reads the message.
         reason = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message or "decode failed")).splitlines()[0][:120]
-        what = _claimed_format(data) or "image"
-        raise PosterError(f"{_name(path_or_bytes)} is a truncated or corrupt {what} ({reason})") from None
+        what = claimed_format(data) or "image"
+        raise PosterError(
+            f"{poster_name(path_or_bytes)} is a truncated or corrupt {what} ({reason})"
+        ) from None
 
 
 def _as_strings(paths: Sequence[str | Path]) -> list[str]:
@@ -279,7 +170,7 @@ def indexed_dataset(
     (``features.embed``) finds out in the same single pass, without decoding anything twice.
     """
     strings = _as_strings(paths)
-    orientations = _orientations(strings, max_pixels)
+    orientations = read_orientations(strings, max_pixels)
     keep = np.flatnonzero(orientations != REFUSED)
     ds = tf.data.Dataset.from_tensor_slices(
         (
@@ -303,7 +194,7 @@ def scan_decodable(paths: Sequence[str | Path], *, max_pixels: int | None = None
     A poster whose header declares more than ``max_pixels`` pixels counts as failed and is never decoded.
     """
     strings = _as_strings(paths)
-    return _scan(strings, _orientations(strings, max_pixels))
+    return _scan(strings, read_orientations(strings, max_pixels))
 
 
 def _scan(paths: list[str], orientations: np.ndarray) -> DecodeStats:
@@ -348,7 +239,7 @@ def make_dataset(
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"{len(paths)} posters but {len(labels)} label rows")
     strings = _as_strings(paths)
-    orientations = _orientations(strings, max_pixels)
+    orientations = read_orientations(strings, max_pixels)
     stats = _scan(strings, orientations)
     keep = np.flatnonzero(stats.kept_mask())
     kept = (

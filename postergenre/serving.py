@@ -90,7 +90,7 @@ def _threshold(champion: Champion, name: str) -> float:
 
 def _check_all(paths: list[Path], settings: Settings) -> dict[int, str]:
     """Position -> one-line error for every poster that fails the checks before decoding."""
-    from postergenre.images import PosterError, check_poster
+    from postergenre.image_checks import PosterError, check_poster  # no TensorFlow: bad posters fail fast
 
     errors = {}
     for i, path in enumerate(paths):
