@@ -143,11 +143,12 @@ class Dataset(Base):
     """A seeded train/validation/test split built from one snapshot."""
 
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("snapshot_id", "seed"),)
+    __table_args__ = (UniqueConstraint("snapshot_id", "seed", "balance"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"))
     seed: Mapped[int] = mapped_column(Integer)
+    balance: Mapped[str] = mapped_column(String(16), default="undersample", server_default="undersample")
     content_hash: Mapped[str] = mapped_column(String(128))
     uri: Mapped[str] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -364,8 +365,10 @@ def record_snapshot(
     return existing
 
 
-def _dataset_by_key(session: Session, snapshot_id: str, seed: int) -> Dataset | None:
-    return session.scalar(select(Dataset).where(Dataset.snapshot_id == snapshot_id, Dataset.seed == seed))
+def _dataset_by_key(session: Session, snapshot_id: str, seed: int, balance: str) -> Dataset | None:
+    return session.scalar(
+        select(Dataset).where(Dataset.snapshot_id == snapshot_id, Dataset.seed == seed, Dataset.balance == balance)
+    )
 
 
 def record_dataset(
@@ -376,26 +379,28 @@ def record_dataset(
     content_hash: str,
     uri: str,
     counts: dict[str, Any],
+    balance: str = "undersample",
     created_at: datetime | None = None,
 ) -> Dataset:
-    """Record the split of ``snapshot_id`` for ``seed`` once.
+    """Record the split of ``snapshot_id`` for ``seed`` and ``balance`` once.
 
     Splits are deterministic, so the same key with a different content hash is refused (ValueError) rather
     than silently replacing the data earlier models were trained on.
     """
-    existing = _dataset_by_key(session, snapshot_id, seed)
+    existing = _dataset_by_key(session, snapshot_id, seed, balance)
     if existing is None:
         existing = _insert_unless_raced(
             session,
             Dataset(
                 snapshot_id=snapshot_id,
                 seed=seed,
+                balance=balance,
                 content_hash=content_hash,
                 uri=uri,
                 counts=counts,
                 created_at=created_at or utcnow(),
             ),
-            lambda: _dataset_by_key(session, snapshot_id, seed),
+            lambda: _dataset_by_key(session, snapshot_id, seed, balance),
         )
     if existing.content_hash != content_hash:
         raise ValueError(

@@ -230,6 +230,18 @@ def test_record_dataset_is_idempotent_and_refuses_a_different_hash(engine: sa.En
     assert count(engine, Dataset) == 2
 
 
+def test_a_weighted_split_is_recorded_beside_the_undersampled_one(engine: sa.Engine) -> None:
+    add_snapshots(engine, ("2026-11-24", T0))
+    args = {"snapshot_id": "2026-11-24", "seed": 7, "content_hash": "sha256:d", "counts": {"train": {}}}
+    with session_scope(engine) as session:
+        plain = record_dataset(session, uri="s3://b/seed-7", **args)
+        weighted = record_dataset(session, uri="s3://b/seed-7-weighted", balance="weighted", **args)
+        assert (plain.balance, weighted.balance) == ("undersample", "weighted") and plain.id != weighted.id
+    with session_scope(engine) as session:
+        assert record_dataset(session, uri="s3://b/seed-7-weighted", balance="weighted", **args).id == weighted.id
+    assert count(engine, Dataset) == 2
+
+
 @pytest.mark.parametrize("baseline_id", ["2026-11-17", None])
 def test_record_drift_replaces_the_report_for_the_same_key(
     engine: sa.Engine, baseline_id: str | None

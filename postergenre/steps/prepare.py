@@ -32,16 +32,16 @@ def prepare_dataset(
     manifest = load_manifest(store, snapshot_id)
     prepared = prepare_labels(load_rows(store, snapshot_id), seed, balance)
     description = write_dataset(store, snapshot_id, prepared, input_hash=manifest["content_hash"])
-    if balance == "undersample":
-        with db.session_scope(db_engine(settings)) as session:
-            db.record_dataset(
-                session,
-                snapshot_id=snapshot_id,
-                seed=seed,
-                content_hash=manifest["content_hash"],
-                uri=description["uri"],
-                counts=description["counts"],
-            )
+    with db.session_scope(db_engine(settings)) as session:
+        db.record_dataset(
+            session,
+            snapshot_id=snapshot_id,
+            seed=seed,
+            balance=balance,
+            content_hash=manifest["content_hash"],
+            uri=description["uri"],
+            counts=description["counts"],
+        )
     return {
         "snapshot_id": snapshot_id,
         "seed": seed,
