@@ -1,7 +1,8 @@
 """The ``postergenre`` command line: every step of the pipeline, ``--help`` everywhere, ``--json`` on every command.
 
 Human output and progress bars go to stderr; with ``--json`` stdout carries exactly one JSON document, so the
-commands compose in scripts (``postergenre ingest ... --json | jq .snapshot_id``).
+commands compose in scripts (``postergenre ingest ... --json | jq .snapshot_id``). Failures and exit codes
+(2 usage error, 3 known failure) follow ``cli_errors``.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
+from postergenre import cli_errors
 from postergenre.config import get_settings
 from postergenre.log import configure_logging
 
 app = typer.Typer(
+    cls=cli_errors.Group,
     help="Retrain movie-genre-from-poster classifiers: snapshots, labels, drift, tuning, training, registry.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,11 +35,16 @@ registry_app = typer.Typer(
 )
 app.add_typer(registry_app, name="registry")
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]  # postergenre.log.LEVELS
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
 
 @app.callback()
 def _main(
-    log_level: Annotated[str, typer.Option(help="Log level for the structured logs on stderr.")] = "WARNING",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(case_sensitive=False, help="Log level for the structured logs on stderr."),
+    ] = "WARNING",
 ) -> None:
     configure_logging(log_level)
 
@@ -55,31 +63,33 @@ def _render_mapping(result: dict) -> str:
     )
 
 
-def _run(as_json: bool, fn: Callable[[], Any], render: Callable[[Any], str] | None = None) -> None:
-    """Run a step; known failures become one line on stderr (and a JSON error) with exit code 2, no traceback."""
-    from postergenre.registry import RegistryError
-    from postergenre.snapshots import SnapshotConflict
-    from postergenre.storage import StoreError
-    from postergenre.validation import ExportError
+def _run(
+    as_json: bool,
+    fn: Callable[[], Any],
+    render: Callable[[Any], str] | None = None,
+    *,
+    failed: Callable[[Any], tuple[str, str] | None] | None = None,
+) -> None:
+    """Run a step; known failures become one line on stderr (and a JSON error) with exit code 3, no traceback.
 
+    ``failed(result)`` may name a partial failure, ``(message, type)``: the result is still printed (with
+    ``error`` and ``type`` added), then the command fails the same way.
+    """
     try:
         result = fn()
-    except (
-        StoreError,
-        ExportError,
-        SnapshotConflict,
-        RegistryError,
-        LookupError,
-        ValueError,
-        RuntimeError,
-        FileNotFoundError,
-    ) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if as_json:
-            typer.echo(json.dumps({"error": message, "type": type(exc).__name__}))
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2) from None
-    _emit(result, as_json, render)
+    except cli_errors.known_failures() as exc:
+        cli_errors.fail(cli_errors.exception_message(exc), type(exc).__name__, as_json=as_json)
+    problem = failed(result) if failed else None
+    if problem is None:
+        _emit(result, as_json, render)
+        return
+    message, kind = problem
+    code = cli_errors.KNOWN_FAILURE
+    _emit(
+        {**result, "error": message, "type": kind, "exit_code": code} if as_json else result, as_json, render
+    )
+    typer.echo(f"error: {cli_errors.one_line(message)}", err=True)
+    raise typer.Exit(code)
 
 
 def _progress():
@@ -191,22 +201,38 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
 def predict(
     posters: Annotated[list[Path], typer.Argument(help="Poster image files (JPEG or PNG).")],
     model: Annotated[
-        str, typer.Option(help="genre-cnn (top genres) or genre-ova (multi-label).")
+        Literal["genre-cnn", "genre-ova"],
+        typer.Option(help="genre-cnn (top genres) or genre-ova (multi-label)."),
     ] = "genre-cnn",
-    top_k: Annotated[int, typer.Option(help="Genres to show per poster (genre-cnn).")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, max=19, help="Genres to show per poster (genre-cnn).")] = 3,
     as_json: JsonFlag = False,
 ) -> None:
-    """Predict genres of posters with the champion models."""
+    """Predict genres of posters with the champion models. A poster that cannot be used gets its own error
+    (the others are still predicted) and the command then exits with code 3."""
     from postergenre.serving import predict_posters
 
     def render(result: dict) -> str:
         lines = [f"model {result['model']} {result.get('version', '')}".rstrip()]
         for row in result["predictions"]:
+            if "error" in row:
+                lines.append(f"{row['poster']}: error: {row['error']}")
+                continue
             genres = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in row["genres"]) or "(none)"
             lines.append(f"{row['poster']}: {genres}")
         return "\n".join(lines)
 
-    _run(as_json, lambda: predict_posters(list(posters), model=model, top_k=top_k), render)
+    _run(
+        as_json, lambda: predict_posters(list(posters), model=model, top_k=top_k), render, failed=_bad_posters
+    )
+
+
+def _bad_posters(result: dict) -> tuple[str, str] | None:
+    errors = [row["error"] for row in result["predictions"] if "error" in row]
+    if not errors:
+        return None
+    total = len(result["predictions"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{len(errors)} of {total} posters failed: {errors[0]}{more}", "PosterError"
 
 
 def _registry_store():
@@ -255,10 +281,27 @@ def registry_show(
     _run(as_json, step)
 
 
+def _check_iso_time(value: str | None) -> str | None:
+    """``--at`` must be ISO 8601: anything else is a mistyped command line (a usage error), not a failure."""
+    from datetime import datetime
+
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r} is not an ISO 8601 time, e.g. 2026-11-24T10:00:00+00:00"
+            ) from None
+    return value
+
+
 @registry_app.command("history")
 def registry_history(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    at: Annotated[str | None, typer.Option(help="ISO time: which version was champion then.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(callback=_check_iso_time, help="ISO time: which version was champion then."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The alias log (every champion move: who, from, to, why), or the champion at a given time."""
@@ -287,7 +330,8 @@ def registry_rollback(
     actor: Annotated[str, typer.Option(help="Who rolls back (alias log).")] = "cli",
     as_json: JsonFlag = False,
 ) -> None:
-    """Move the champion back (to the previous one, or to --to)."""
+    """Move the champion back: to the version the champion's promotion replaced (skipping versions rolled back
+    from), or to --to. A rollback that finds the champion already moved by someone else changes nothing."""
     from postergenre import registry
 
     _run(

@@ -18,7 +18,13 @@ class _StderrLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+    """``level`` is one of LEVELS (any case); anything else is refused rather than quietly taken as INFO."""
+    if level.upper() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
     if json is None:
         json = not sys.stderr.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -29,7 +35,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=lambda *args: _StderrLogger(),
         cache_logger_on_first_use=False,
     )

@@ -534,6 +534,8 @@ def generate_snapshot(
         raise ValueError(f"movies must be positive, got {movies}")
     if faults and movies < 100:
         raise ValueError(f"faults need at least 100 movies, got {movies}")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file, not a folder: give a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)

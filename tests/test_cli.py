@@ -44,15 +44,68 @@ def test_data_plane_commands_compose_as_json(cli, tmp_path):
     assert text.exit_code == 0 and "JS" in text.stdout
 
 
-def test_known_failures_are_one_line_and_exit_2(cli, tmp_path):
+def test_known_failures_are_one_line_and_exit_3(cli, tmp_path):
     result = cli.invoke(app, ["ingest", str(tmp_path / "missing"), "--json"])
-    assert result.exit_code == 2
-    assert json.loads(result.stdout)["type"] == "SourceError"
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["type"] == "SourceError" and json.loads(result.stdout)["exit_code"] == 3
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
     result = cli.invoke(app, ["prepare", "never-ingested"])
-    assert result.exit_code == 2 and "not published" in result.stderr
+    assert result.exit_code == 3 and "not published" in result.stderr
     result = cli.invoke(app, ["registry", "show", "genre-cnn"])
-    assert result.exit_code == 2 and "no champion" in result.stderr
+    assert result.exit_code == 3 and "no champion" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--log-level", "BOGUS", "registry", "list"], "'BOGUS' is not one of"),
+        (["predict", "--top-k", "abc", "p.jpg"], "Invalid value for '--top-k'"),
+        (["predict", "--top-k", "0", "p.jpg"], "greater than or equal to 1"),
+        (["predict", "--model", "genre-xyz", "p.jpg"], "Invalid value for '--model'"),
+        (["predict"], "Missing argument 'posters'"),
+        (["registry", "history", "genre-cnn", "--at", "last tuesday"], "not an ISO 8601 time"),
+        (["registry", "rollback", "genre-cnn"], "Missing option '--reason'"),
+        (["no-such-command"], "No such command"),
+        (["synth", "out", "--no-such-option"], "No such option"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_and_a_json_error(cli, args, says):
+    for as_json in (False, True):
+        result = cli.invoke(app, [*args, "--json"] if as_json else args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: ") and says in line and "--help" in line
+        if as_json:
+            doc = json.loads(result.stdout)
+            assert says in doc["error"] and doc["exit_code"] == 2 and doc["type"]
+        else:
+            assert result.stdout == ""
+
+
+def test_log_levels_are_the_logging_modules(cli):
+    from typing import get_args
+
+    from postergenre.cli import LogLevel
+    from postergenre.log import LEVELS
+
+    assert get_args(LogLevel) == LEVELS
+    assert cli.invoke(app, ["--log-level", "debug", "registry", "list", "--json"]).exit_code == 0
+    assert cli.invoke(app, ["registry"]).exit_code == 2  # a bare group still shows its help
+
+
+def test_synth_onto_an_existing_file_is_a_clear_error(cli, tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    result = cli.invoke(app, ["synth", str(tmp_path / "taken"), "--movies", "10"])
+    assert result.exit_code == 3 and "exists and is a file, not a folder" in result.stderr
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_predict_on_a_directory_says_so(cli, tmp_path):
+    result = cli.invoke(app, ["predict", str(tmp_path), "--json"])
+    assert result.exit_code == 3 and "is a directory" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["type"] == "PosterError" and doc["failed"] == 1
+    assert "is a directory" in doc["predictions"][0]["error"]
 
 
 def test_predict_without_champion_is_a_clear_error(cli, tmp_path):
@@ -61,7 +114,7 @@ def test_predict_without_champion_is_a_clear_error(cli, tmp_path):
 
     Image.new("RGB", (20, 30)).save(poster)
     result = cli.invoke(app, ["predict", str(poster)])
-    assert result.exit_code == 2 and "no genre-cnn champion" in result.stderr
+    assert result.exit_code == 3 and "no genre-cnn champion" in result.stderr
 
 
 @pytest.mark.slow

@@ -184,7 +184,7 @@ def test_prepare_refuses_a_snapshot_too_small_to_split_and_writes_nothing(snapsh
         result = CliRunner().invoke(app, ["prepare", "small", "--balance", "weighted", "--json"])
     finally:
         get_settings.cache_clear()
-    assert result.exit_code == 2 and "Western has 2 (4 short)" in json.loads(result.stdout)["error"]
+    assert result.exit_code == 3 and "Western has 2 (4 short)" in json.loads(result.stdout)["error"]
 
 
 def test_prepare_writes_both_balances_side_by_side(snapshots):
