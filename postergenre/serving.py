@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from postergenre import registry
+from postergenre.calibration import IDENTITY, Platt, apply_platt
 from postergenre.config import Settings, get_settings
-from postergenre.genres import GENRES
+from postergenre.genres import CNN_MODEL, GENRES, OVA_MODEL_PREFIX
+from postergenre.provenance import serving_key
 from postergenre.storage import ObjectStore, StoreError, open_store
 
-CNN = "genre-cnn"
-OVA = "genre-ova"
+CNN = CNN_MODEL
+OVA = OVA_MODEL_PREFIX
 MODELS = (CNN, OVA)
 
 
@@ -40,6 +42,8 @@ class Champion:
     model: Any
     version: str
     metrics: dict
+    signature: dict | None = None
+    """``signature.json`` of the version (None for versions registered before signatures)."""
 
     @property
     def image_size(self) -> int:
@@ -47,7 +51,7 @@ class Champion:
 
 
 def _load_champion(store: ObjectStore, settings: Settings, name: str) -> Champion | None:
-    from postergenre.model_cache import load_version_model
+    from postergenre.model_cache import load_version_model, local_version
 
     champion = registry.get_champion(store, name)
     if champion is None:
@@ -56,12 +60,48 @@ def _load_champion(store: ObjectStore, settings: Settings, name: str) -> Champio
     metrics = registry.show_version(store, name, version)["metrics"]
     try:
         model = load_version_model(store, name, version, settings)
+        signature = _signature(local_version(store, name, version, settings), name, version)
     except (registry.RegistryError, StoreError):  # already one-line errors that name what failed
         raise
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ... for a broken .keras file
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ServingError(f"{name} {version}: model.keras cannot be loaded ({detail})") from None
-    return Champion(model, version, metrics)
+    return Champion(model, version, metrics, signature)
+
+
+def _signature(folder: Path, name: str, version: str) -> dict | None:
+    import json
+
+    path = folder / "signature.json"
+    if not path.exists():
+        return None
+    try:
+        signature = json.loads(path.read_text())
+        serving_key(signature)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServingError(f"{name} {version}: signature.json is unusable ({exc})") from None
+    return signature
+
+
+def _serving_key(champion: Champion) -> tuple:
+    """What must agree across the OvA members; an old version without a signature has only its input size."""
+    if champion.signature is None:
+        return (champion.image_size,)
+    return serving_key(champion.signature)
+
+
+def _same_signature(members: dict[str, tuple[str, Champion]]) -> None:
+    """The ensemble scores one poster tensor with every member: refuse members that expect different ones."""
+    keys = {g: _serving_key(c) for g, (_, c) in members.items()}
+    if len(set(keys.values())) > 1:
+        groups: dict[tuple, list[str]] = {}
+        for genre, key in keys.items():
+            groups.setdefault(key, []).append(f"{genre} {members[genre][1].version}")
+        described = "; ".join(f"{', '.join(names)}: {key}" for key, names in groups.items())
+        raise ServingError(
+            "genre-ova members expect different inputs (image size, preprocessing, backbone, weights), so one "
+            f"poster tensor cannot serve them all: {described}; promote members of one run or roll back"
+        )
 
 
 def _classes(champion: Champion, outputs: int) -> list[str]:
@@ -80,7 +120,8 @@ def _classes(champion: Champion, outputs: int) -> list[str]:
 
 
 def _threshold(champion: Champion, name: str) -> float:
-    value = champion.metrics.get("threshold", 0.5)
+    """The multi-label threshold chosen on val's true genre lists, else the member's own F1 threshold."""
+    value = champion.metrics.get("multilabel_threshold", champion.metrics.get("threshold", 0.5))
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ServingError(
             f"{name} {champion.version}: metrics.json threshold {value!r} is not a probability"
@@ -182,8 +223,13 @@ def _predict_ova(store, settings, paths, keep, errors) -> dict:
             members[genre] = (name, loaded)
     if not members:
         raise NoChampion("no genre-ova member has a champion yet: run a retrain first")
+    _same_signature(members)
     image_size = next(iter(members.values()))[1].image_size
     thresholds = {g: _threshold(c, name) for g, (name, c) in members.items()}
+    calibrations = {
+        g: Platt.from_dict(c.metrics["calibration"]) if "calibration" in c.metrics else IDENTITY
+        for g, (_, c) in members.items()
+    }
     decoded, images = _decode(paths, keep, image_size, settings, errors)
     predicted = {}
     if images is not None:
@@ -197,7 +243,8 @@ def _predict_ova(store, settings, paths, keep, errors) -> dict:
                     {"genre": g, "probability": round(probs[g], 4), "threshold": round(thresholds[g], 4)}
                     for g in labels
                 ],
-                "argmax": max(probs, key=probs.get),
+                # calibrated on val, so members with different base rates compare like with like
+                "argmax": max(probs, key=lambda g: float(apply_platt(np.array([probs[g]]), calibrations[g])[0])),
             }
     return {
         "model": OVA,

@@ -25,13 +25,18 @@ def tiny_model(outputs: int, activation: str):
     return keras.Model(inputs, keras.layers.Dense(outputs, activation=activation)(x))
 
 
-def register_champion(settings, tmp_path, name: str, metrics: dict, *, outputs: int, activation: str) -> str:
-    """Save a tiny Keras model as ``name``'s champion; returns its version."""
+def register_champion(
+    settings, tmp_path, name: str, metrics: dict, *, outputs: int, activation: str, signature: dict | None = None
+) -> str:
+    """Save a tiny Keras model as ``name``'s champion (with ``signature.json`` when given); returns its version."""
+    import json
+
     path = tmp_path / f"{name.replace('/', '_')}.keras"
     tiny_model(outputs, activation).save(path)
     store = open_store(settings.registry_url)
+    files = {"model.keras": path, **({"signature.json": json.dumps(signature).encode()} if signature else {})}
     version = registry.register_version(
-        store, name, files={"model.keras": path}, metrics=metrics, lineage={"test": True}, version="v1"
+        store, name, files=files, metrics=metrics, lineage={"test": True}, version="v1"
     )["version"]
     registry.promote(store, name, version, actor="test", reason="fixture")
     return version
@@ -157,3 +162,36 @@ def test_an_ova_member_with_a_bad_threshold_names_itself(settings, tmp_path):
 def test_unknown_model_is_refused_before_reading_anything(settings, tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         predict_posters([tmp_path / "nothing.png"], model="genre-xyz", settings=settings)
+
+
+def _signature(genre: str, backbone: str) -> dict:
+    from postergenre.provenance import signature
+
+    return signature(model=registry.ova_model_name(genre), classes=["other", genre], kind="binary",
+                     image_size=SIZE, backbone=backbone, weights_id="imagenet")
+
+
+def test_ova_members_with_different_signatures_are_refused_naming_them(settings, tmp_path):
+    for genre, backbone in (("Drama", "efficientnetv2b0"), ("Western", "resnet50")):
+        register_champion(settings, tmp_path, registry.ova_model_name(genre), {"threshold": 0.5}, outputs=1,
+                          activation="sigmoid", signature=_signature(genre, backbone))
+    (tmp_path / "p.png").write_bytes(_png())
+    with pytest.raises(ServingError, match="members expect different inputs") as caught:
+        predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)
+    assert "Drama v1" in str(caught.value) and "resnet50" in str(caught.value)
+
+
+def test_ova_serves_the_true_genre_thresholds_and_a_calibrated_argmax(settings, tmp_path):
+    """The multi-label threshold (chosen on val's true genre lists) wins over the member's own F1 threshold;
+    the argmax compares calibrated scores, so a member that always says 'yes' does not win it."""
+    members = {
+        "Drama": {"threshold": 1.0, "multilabel_threshold": 0.0, "calibration": {"a": 1.0, "b": 0.0}},
+        "Western": {"threshold": 0.0, "multilabel_threshold": 1.0, "calibration": {"a": 0.0, "b": -9.0}},
+    }
+    for genre, metrics in members.items():
+        register_champion(settings, tmp_path, registry.ova_model_name(genre), metrics, outputs=1,
+                          activation="sigmoid", signature=_signature(genre, "efficientnetv2b0"))
+    (tmp_path / "p.png").write_bytes(_png())
+    row = predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)["predictions"][0]
+    assert [g["genre"] for g in row["genres"]] == ["Drama"] and row["genres"][0]["threshold"] == 0.0
+    assert row["argmax"] == "Drama"
