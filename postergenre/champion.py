@@ -99,9 +99,13 @@ def pointer_problem(pointer: Any) -> str | None:
     """Why ``pointer`` is not a champion pointer (``{version, generation, since, entry}``), or None."""
     if not isinstance(pointer, dict):
         return f"expected an object, found {type(pointer).__name__}"
-    for field, kind in (("version", str), ("generation", int), ("entry", dict)):
+    for field, kind, what in (
+        ("version", str, "a string"),
+        ("generation", int, "an integer"),
+        ("entry", dict, "an object"),
+    ):
         if not isinstance(pointer.get(field), kind) or isinstance(pointer.get(field), bool):
-            return f"'{field}' must be {'an object' if kind is dict else 'a ' + kind.__name__}"
+            return f"'{field}' must be {what}"
     if not _is_iso_time(pointer.get("since")):
         return "'since' must be an ISO timestamp with a timezone"
     if problem := entry_problem(pointer["entry"]):

@@ -101,7 +101,7 @@ def _progress():
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write genres.csv and posters/ into.")],
-    movies: Annotated[int, typer.Option(help="Number of movies.")] = 2000,
+    movies: Annotated[int, typer.Option(min=1, help="Number of movies (at least 100 with --faults).")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     faults: Annotated[bool, typer.Option("--faults", help="Add the bad input real exports contain.")] = False,
     posters: Annotated[bool, typer.Option(help="Write poster JPEGs (--no-posters: CSV only).")] = True,

@@ -36,13 +36,16 @@ KNOWN_FAILURE = 3
 
 def known_failures() -> tuple[type[BaseException], ...]:
     """Exception types that mean "refused or unreachable", not "bug" (imported late: they pull in modules)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
     from postergenre.registry import RegistryError
     from postergenre.snapshots import SnapshotConflict
     from postergenre.storage import StoreError
     from postergenre.validation import ExportError
 
     # ValueError covers bad input (PosterError, UnsafeWeightsFile, InvalidName, ...), LookupError unknown ids,
-    # RuntimeError broken champions and refused settings, OSError files and disks (missing, unreadable, full).
+    # RuntimeError broken champions and refused settings, OSError files and disks (missing, unreadable, full),
+    # SQLAlchemy's Operational/InterfaceError a metadata DB that cannot be reached or talked to.
     return (
         StoreError,
         ExportError,
@@ -53,6 +56,8 @@ def known_failures() -> tuple[type[BaseException], ...]:
         RuntimeError,
         OSError,
         pickle.UnpicklingError,
+        OperationalError,
+        InterfaceError,
     )
 
 

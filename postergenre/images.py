@@ -149,7 +149,8 @@ def load_image(
         return letterbox(tf.constant(data), image_size, orientation).numpy()
     except tf.errors.InvalidArgumentError as exc:  # the header was fine, the pixel data is not
         # TF prefixes the op's node name ({{function_node ...}}): noise to whoever reads the message.
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message or "decode failed")).splitlines()[0][:120]
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message or "decode failed")).splitlines()[0]
+        reason = re.sub(r"\s*\[Op:\w+\].*$", "", reason)[:120]  # and the eager op's name as a suffix
         what = claimed_format(data) or "image"
         raise PosterError(
             f"{poster_name(path_or_bytes)} is a truncated or corrupt {what} ({reason})"
