@@ -150,3 +150,23 @@ def test_the_readme_demo_ends_with_a_champion_and_a_prediction(cli, settings):
     assert repeat["ingest demo-2"]["status"] == "unchanged"
     assert repeat["retrain"]["promoted"] == []  # each model met itself as champion: nothing to gain, kept
     assert repeat["predict"]["version"] == retrain["run_id"]
+
+
+def test_registry_rollback_twice_goes_further_back_and_a_noop_says_so(cli, settings):
+    from postergenre import registry
+    from postergenre.storage import open_store
+
+    store = open_store(settings.registry_url)
+    for v in ("v1", "v2", "v3"):
+        registry.register_version(store, "genre-cnn", files={"model.keras": v.encode()}, metrics={}, lineage={},
+                                  version=v)  # fmt: skip
+        registry.promote(store, "genre-cnn", v, actor="t", reason="r")
+    rollback = ["registry", "rollback", "genre-cnn", "--reason", "bad", "--json"]
+    assert _json(cli.invoke(app, rollback))["version"] == "v2"
+    assert _json(cli.invoke(app, rollback))["version"] == "v1"  # not back to v3
+    refused = cli.invoke(app, rollback)
+    assert refused.exit_code == 3 and "no version to roll back to from v1" in refused.stderr
+    again = _json(cli.invoke(app, [*rollback[:-1], "--to", "v1", "--json"]))
+    assert again["changed"] is False and "already the champion" in again["note"]
+    history = _json(cli.invoke(app, ["registry", "history", "genre-cnn", "--json"]))["history"]
+    assert [(e["from_version"], e["to_version"]) for e in history[3:]] == [("v3", "v2"), ("v2", "v1")]
