@@ -19,7 +19,7 @@ from postergenre.config import Settings, get_settings
 from postergenre.datasets import load_dataset_description, load_labels, load_multilabel_eval, load_ova
 from postergenre.resources import data_store, registry_store
 from postergenre.run_settings import RunSettings
-from postergenre.snapshots import POSTER_PREFIX, blob_key, snapshot_key
+from postergenre.snapshots import POSTER_PREFIX, blob_key, load_posters
 from postergenre.steps.layout import RunLayout
 from postergenre.storage import NotFound, ObjectStore, open_store
 
@@ -130,8 +130,8 @@ class RunContext:
 
     @cached_property
     def _poster_digests(self) -> pd.Series:
-        key = snapshot_key(self.config.snapshot_id, "posters.csv")
-        return pd.read_csv(io.BytesIO(self.store.get_bytes(key))).set_index("movie_id")["sha256"]
+        # checked against the manifest's hash: a tampered index would train on other posters
+        return load_posters(self.store, self.config.snapshot_id).set_index("movie_id")["sha256"]
 
     def poster_paths(self, movie_ids: np.ndarray) -> dict[int, Path]:
         """Local copies of the posters of ``movie_ids``, fetched once per worker (content-addressed)."""
