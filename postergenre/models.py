@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import keras
+import numpy as np
 
 BACKBONES = ("efficientnetv2b0", "resnet50", "lite0", "tiny")
 DEFAULT_BACKBONE = "efficientnetv2b0"
@@ -21,6 +22,8 @@ DEFAULT_BACKBONE = "efficientnetv2b0"
 FIRST_UNITS = 256
 DROPOUT_RATE = 0.5
 HeadKind = Literal["multiclass", "binary"]
+CROSS_ENTROPY = "cross_entropy"
+"""Name of the plain cross-entropy metric: ``val_cross_entropy`` is what early stopping and tuning compare."""
 
 
 class WeightsUnavailable(RuntimeError):
@@ -127,6 +130,25 @@ def features_dim(backbone: keras.Model) -> int:
     return int(backbone.output_shape[-1])
 
 
+def adapt_normalization(layer: keras.layers.Normalization, x_train: np.ndarray) -> None:
+    """Set a ``Normalization`` layer's mean and variance from the training features (float64, exact).
+
+    Same statistics as ``Normalization.adapt`` on an array, except that a feature constant on the training split
+    gets variance 1 (scikit-learn's ``StandardScaler`` rule): Keras would divide it by 1e-7, and a pooled
+    channel that is always 0 on train but not on a test poster would then reach the dense layers as ~1e7.
+    """
+    x = np.asarray(x_train, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"need a non-empty (rows, features) array to adapt on, got shape {x.shape}")
+    if not layer.built:
+        layer.build((None, x.shape[1]))
+    variance = x.var(axis=0)
+    layer.adapt_mean.assign(x.mean(axis=0))
+    layer.adapt_variance.assign(np.where(variance > 1e-12, variance, 1.0))
+    layer.count.assign(len(x))
+    layer.finalize_state()
+
+
 def build_head(
     input_dim: int,
     *,
@@ -135,28 +157,55 @@ def build_head(
     n_outputs: int,
     first_units: int = FIRST_UNITS,
     dropout_rate: float = DROPOUT_RATE,
+    l2: float = 0.0,
+    input_dropout: float = 0.0,
+    normalize_on: np.ndarray | None = None,
     seed: int = 0,
 ) -> keras.Model:
-    """The report's head (Fig. 2): Dense+ReLU, BN, Dense(``units``)+ReLU, BN, [Dropout], Dense(out).
+    """The report's head (Fig. 2): [Normalization], Dense+ReLU, BN, Dense(``units``)+ReLU, BN, [Dropout], Dense.
 
     ``n_outputs > 1`` gives softmax (the multi-class CNN), ``n_outputs == 1`` a sigmoid unit (one OvA member).
-    ``units`` and ``dropout`` are the two hyperparameters the report's model selection tunes. Seeded
-    initialisers make two heads built with the same arguments identical.
+    ``units`` and ``dropout`` are the two hyperparameters the report's model selection tunes; ``dropout_rate``,
+    ``input_dropout`` (a Dropout on the features, before fc1; 0 = none) and ``l2`` (an L2 penalty on every
+    Dense kernel) are the regularisers the report's head lacked (on real posters it memorised its training
+    split). ``normalize_on``: the training features; when given, the head
+    starts with a ``Normalization`` layer adapted on them (``adapt_normalization``), so the registered
+    backbone+head model standardises its own input. Seeded initialisers make two heads built with the same
+    arguments identical.
     """
     if n_outputs < 1:
         raise ValueError("n_outputs must be >= 1")
+    if not (0.0 <= dropout_rate < 1.0 and 0.0 <= input_dropout < 1.0) or l2 < 0.0:
+        raise ValueError(
+            f"need dropout rates in [0, 1) and l2 >= 0, got {dropout_rate}, {input_dropout}, {l2}"
+        )
     init = keras.initializers.GlorotUniform
+
+    def dense(n: int, name: str, offset: int, activation: str) -> keras.layers.Dense:
+        penalty = keras.regularizers.L2(l2) if l2 > 0 else None
+        return keras.layers.Dense(
+            n,
+            activation=activation,
+            kernel_initializer=init(seed + offset),
+            kernel_regularizer=penalty,
+            name=name,
+        )
+
     inputs = keras.Input((input_dim,), name="features")
-    x = keras.layers.Dense(first_units, activation="relu", kernel_initializer=init(seed), name="fc1")(inputs)
+    x = inputs
+    if normalize_on is not None:
+        norm = keras.layers.Normalization(axis=-1, name="normalize")
+        adapt_normalization(norm, normalize_on)
+        x = norm(x)
+    if input_dropout > 0:
+        x = keras.layers.Dropout(input_dropout, seed=seed + 4, name="input_dropout")(x)
+    x = dense(first_units, "fc1", 0, "relu")(x)
     x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.Dense(units, activation="relu", kernel_initializer=init(seed + 1), name="fc2")(x)
+    x = dense(units, "fc2", 1, "relu")(x)
     x = keras.layers.BatchNormalization(name="bn2")(x)
     if dropout:
         x = keras.layers.Dropout(dropout_rate, seed=seed + 2, name="dropout")(x)
-    activation = "sigmoid" if n_outputs == 1 else "softmax"
-    outputs = keras.layers.Dense(
-        n_outputs, activation=activation, kernel_initializer=init(seed + 3), name="out"
-    )(x)
+    outputs = dense(n_outputs, "out", 3, "sigmoid" if n_outputs == 1 else "softmax")(x)
     return keras.Model(inputs, outputs, name="head")
 
 
@@ -173,29 +222,44 @@ def build_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
 
 
 def compile_head(
-    model: keras.Model, kind: HeadKind, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto"
+    model: keras.Model,
+    kind: HeadKind,
+    *,
+    learning_rate: float = 1e-3,
+    label_smoothing: float = 0.0,
+    jit_compile: bool | str = "auto",
 ) -> keras.Model:
-    """Adam with categorical (multi-class) or binary (one-vs-all) cross-entropy; accuracy and recall.
+    """Adam with categorical (multi-class) or binary (one-vs-all) cross-entropy; accuracy, recall, cross-entropy.
 
     Recall is Keras' thresholded ``Recall`` (0.5) as in the report's tables, which is why the softmax model's
-    recall there (0.06) is far below its accuracy. ``jit_compile=False`` turns XLA off: each XLA program
-    fuses (and so rounds) differently, which bit-for-bit reproducibility across model shapes needs to avoid.
+    recall there (0.06) is far below its accuracy. ``label_smoothing`` softens the training targets; it and any
+    L2 kernel penalty change what ``loss`` measures, so the ``cross_entropy`` metric (plain, unsmoothed,
+    penalty-free; sample-weighted like the loss) is what early stopping and model selection compare.
+    ``jit_compile=False`` turns XLA off: each XLA program fuses (and so rounds) differently, which bit-for-bit
+    reproducibility across model shapes needs to avoid.
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"need 0 <= label_smoothing < 1, got {label_smoothing}")
     units = int(model.output_shape[-1])
     if kind == "multiclass":
         if units < 2:
             raise ValueError("a multiclass head needs a softmax output with >= 2 units")
-        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy("accuracy")
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy("accuracy")
+        cross_entropy = keras.metrics.CategoricalCrossentropy(CROSS_ENTROPY)
     elif kind == "binary":
         if units != 1:
             raise ValueError(f"a binary head has one sigmoid unit, this model has {units}")
-        loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.BinaryAccuracy("accuracy")
+        cross_entropy = keras.metrics.BinaryCrossentropy(CROSS_ENTROPY)
     else:
         raise ValueError(f"kind must be 'multiclass' or 'binary', got {kind!r}")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss,
         metrics=[accuracy, keras.metrics.Recall(name="recall")],
+        weighted_metrics=[cross_entropy],
         jit_compile=jit_compile,
     )
     return model

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from postergenre.labels import SPLITS, one_hot
-from postergenre.models import HeadKind, build_head, compile_head
+from postergenre.models import CROSS_ENTROPY, DROPOUT_RATE, HeadKind, build_head, compile_head
 from postergenre.storage import NotFound, ObjectStore
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -36,7 +36,8 @@ class HeadData:
     """Aligned float32 features and targets per split; ``y`` is one-hot (multi-class) or a 0/1 column.
 
     ``movie_ids[split]`` gives each row's movie; ``dropped[split]`` counts labelled movies that had no cached
-    features (undecodable posters) and were left out.
+    features (undecodable posters) and were left out. ``w_<split>``: per-row sample weights (the ``weight``
+    column of a ``weighted`` dataset), or None for equal weights; training and validation losses use them.
     """
 
     x_train: np.ndarray
@@ -47,6 +48,9 @@ class HeadData:
     y_test: np.ndarray | None = None
     movie_ids: dict[str, np.ndarray] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    w_train: np.ndarray | None = None
+    w_val: np.ndarray | None = None
+    w_test: np.ndarray | None = None
 
     @property
     def input_dim(self) -> int:
@@ -64,14 +68,17 @@ def _assemble(features_by_split: FeaturesBySplit, frame: pd.DataFrame, targets: 
     """Join ``frame`` (movie_id, split; row i has ``targets[i]``) to each split's cached features by movie_id.
 
     A movie is looked up only in its own split's features; labelled movies without features are dropped and
-    counted. Rows keep ``frame``'s order.
+    counted. Rows keep ``frame``'s order. A ``weight`` column in ``frame`` becomes the splits' sample weights
+    (None for a split where every weight is 1).
     """
     for split in ("train", "val"):
         if split not in features_by_split:
             raise ValueError(f"features for the {split!r} split are required")
     split_of = frame["split"].astype(str).to_numpy()
     wanted_ids = frame["movie_id"].to_numpy(dtype=np.int64)
+    weights = frame["weight"].to_numpy(dtype=np.float32) if "weight" in frame.columns else None
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    split_weights: dict[str, np.ndarray | None] = {}
     movie_ids, dropped = {}, {}
     for split in SPLITS:
         if split not in features_by_split:
@@ -89,9 +96,21 @@ def _assemble(features_by_split: FeaturesBySplit, frame: pd.DataFrame, targets: 
             np.asarray(feats)[at[found]].astype(np.float32),
             targets[rows[found]].astype(np.float32),
         )
+        w = None if weights is None else weights[rows[found]]
+        # All 1 (every split of an undersampled dataset, val and test of a weighted one): no weights, so the
+        # head trains and validates exactly as it did before datasets had a weight column.
+        split_weights[split] = None if w is None or bool(np.all(w == 1.0)) else w
     test = arrays.get("test", (None, None))
     return HeadData(
-        *arrays["train"], *arrays["val"], x_test=test[0], y_test=test[1], movie_ids=movie_ids, dropped=dropped
+        *arrays["train"],
+        *arrays["val"],
+        x_test=test[0],
+        y_test=test[1],
+        movie_ids=movie_ids,
+        dropped=dropped,
+        w_train=split_weights["train"],
+        w_val=split_weights["val"],
+        w_test=split_weights.get("test"),
     )
 
 
@@ -108,11 +127,16 @@ def binary_data(features_by_split: FeaturesBySplit, ova_df: pd.DataFrame) -> Hea
 
 
 class _EpochShuffled(keras.utils.PyDataset):
-    """Training batches in the order ``default_rng([seed, epoch]).permutation``; ``epoch`` is set per epoch."""
+    """Training batches in the order ``default_rng([seed, epoch]).permutation``; ``epoch`` is set per epoch.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+    With ``w`` each batch is ``(x, y, sample_weight)``.
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, w: np.ndarray | None = None
+    ) -> None:
         super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.x, self.y, self.w, self.batch_size, self.seed = x, y, w, batch_size, seed
         self.epoch = 0
         self._order = self._permutation()
 
@@ -126,9 +150,11 @@ class _EpochShuffled(keras.utils.PyDataset):
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
         rows = self._order[i * self.batch_size : (i + 1) * self.batch_size]
-        return self.x[rows], self.y[rows]
+        if self.w is None:
+            return self.x[rows], self.y[rows]
+        return self.x[rows], self.y[rows], self.w[rows]
 
 
 class _Hooks(keras.callbacks.Callback):
@@ -157,10 +183,15 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """The report's stopping rule; can start from a checkpointed state (Keras resets it in on_train_begin)."""
+    """The report's stopping rule; can start from a checkpointed state (Keras resets it in on_train_begin).
+
+    It watches the validation cross-entropy itself (``val_cross_entropy``): the same number as ``val_loss`` for
+    the report's head, but without label smoothing and L2 penalties, which make ``val_loss`` partly a measure of
+    the weights rather than of the predictions.
+    """
 
     def __init__(self, patience: int, resume: dict | None = None, best_weights: list | None = None) -> None:
-        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        super().__init__(monitor=f"val_{CROSS_ENTROPY}", patience=patience, restore_best_weights=True)
         self._resume, self._resume_weights = resume, best_weights
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -310,22 +341,42 @@ def fit_head(
     seed: int,
     patience: int = 3,
     learning_rate: float = 1e-3,
+    dropout_rate: float = DROPOUT_RATE,
+    l2: float = 0.0,
+    input_dropout: float = 0.0,
+    label_smoothing: float = 0.0,
+    normalize: bool = False,
     checkpoint: Checkpointer | None = None,
     on_epoch: EpochHook | None = None,
 ) -> tuple[keras.Model, dict]:
     """Build, compile and train one head; returns it with the best epoch's weights and a JSON-able summary.
 
-    The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best epoch's metrics
-    (``loss``, ``val_loss``, ``val_accuracy``, ...) and ``history`` (each metric per epoch). With a
-    ``checkpoint`` that exists, training resumes after its last epoch with its weights, optimizer state and
-    early-stopping state (a finished checkpoint just returns the best weights); the result equals an
-    uninterrupted run's. ``on_epoch(epoch, logs)`` runs after each epoch (and after its checkpoint).
+    ``units``, ``dropout``, ``dropout_rate``, ``input_dropout``, ``l2``, ``normalize`` shape the head
+    (``models.build_head``; ``normalize`` adapts its ``Normalization`` layer on ``data.x_train``),
+    ``learning_rate``, ``label_smoothing`` and ``batch_size`` its training (``models.compile_head``); the
+    defaults are the report's head and training (``tuning.HP_DEFAULTS``). ``data``'s sample weights, when it has them, weight the training and
+    validation losses. The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best
+    epoch's metrics (``loss``, ``val_loss``, ``val_cross_entropy``, ``val_accuracy``, ...) and ``history``
+    (each metric per epoch). With a ``checkpoint`` that exists, training resumes after its last epoch with its
+    weights, optimizer state and early-stopping state (a finished checkpoint just returns the best weights);
+    the result equals an uninterrupted run's. ``on_epoch(epoch, logs)`` runs after each epoch (and after its
+    checkpoint).
     """
     if max_epochs < 1 or batch_size < 1:
         raise ValueError("max_epochs and batch_size must be >= 1")
     keras.utils.set_random_seed(seed)
-    head = build_head(data.input_dim, units=units, dropout=dropout, n_outputs=data.n_outputs, seed=seed)
-    compile_head(head, kind, learning_rate=learning_rate)
+    head = build_head(
+        data.input_dim,
+        units=units,
+        dropout=dropout,
+        n_outputs=data.n_outputs,
+        dropout_rate=dropout_rate,
+        l2=l2,
+        input_dropout=input_dropout,
+        normalize_on=data.x_train if normalize else None,
+        seed=seed,
+    )
+    compile_head(head, kind, learning_rate=learning_rate, label_smoothing=label_smoothing)
     # Adam's moments exist before the first step: created inside it, they make TF trace the step twice (measured
     # ~20% of a small head's fit). A Python PyDataset feeds the batches: backend-agnostic, unlike tf.data.
     head.optimizer.build(head.trainable_variables)
@@ -333,6 +384,11 @@ def fit_head(
         "kind": str(kind),
         "units": int(units),
         "dropout": bool(dropout),
+        "dropout_rate": float(dropout_rate),
+        "l2": float(l2),
+        "input_dropout": float(input_dropout),
+        "label_smoothing": float(label_smoothing),
+        "normalize": bool(normalize),
         "max_epochs": int(max_epochs),
         "batch_size": int(batch_size),
         "seed": int(seed),
@@ -342,6 +398,7 @@ def fit_head(
         "n_outputs": data.n_outputs,
         "n_train": len(data.x_train),
         "n_val": len(data.x_val),
+        "weighted": data.w_train is not None,
     }
     resume = checkpoint.restore(head, config) if checkpoint is not None else None
     history: list[dict[str, float]] = list(resume.history) if resume else []
@@ -349,7 +406,7 @@ def fit_head(
         head.set_weights(resume.best_weights)
         stopped = len(history) < max_epochs
         return head, _summary(history, resume.early_stopping["best_epoch"], stopped, resume.epoch + 1)
-    train = _EpochShuffled(data.x_train, data.y_train, batch_size, seed)
+    train = _EpochShuffled(data.x_train, data.y_train, batch_size, seed, data.w_train)
     early_stopping = ResumableEarlyStopping(
         patience, resume.early_stopping if resume else None, resume.best_weights if resume else None
     )
@@ -362,7 +419,9 @@ def fit_head(
     initial_epoch = resume.epoch + 1 if resume else 0
     head.fit(
         train,
-        validation_data=(data.x_val, data.y_val),
+        validation_data=(data.x_val, data.y_val)
+        if data.w_val is None
+        else (data.x_val, data.y_val, data.w_val),
         validation_batch_size=batch_size,
         epochs=max_epochs,
         initial_epoch=initial_epoch,
@@ -379,12 +438,29 @@ def fit_head(
     return head, summary
 
 
+HEAD_HP = (
+    "dropout_rate",
+    "input_dropout",
+    "l2",
+    "label_smoothing",
+    "normalize",
+    "learning_rate",
+    "batch_size",
+)
+"""``fit_head`` keywords that are hyperparameters besides ``units`` and ``dropout`` (recorded in summaries)."""
+
+
+def _hp(units: int, dropout: bool, fit_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a head was trained with, for its summary: the report's two and any others given."""
+    return {"units": units, "dropout": dropout, **{k: fit_kwargs[k] for k in HEAD_HP if k in fit_kwargs}}
+
+
 def train_multiclass(
     data: HeadData, *, units: int, dropout: bool, **fit_kwargs: Any
 ) -> tuple[keras.Model, dict]:
     """The report's single CNN head (softmax over the classes); ``fit_kwargs`` go to ``fit_head``."""
     head, summary = fit_head(data, kind="multiclass", units=units, dropout=dropout, **fit_kwargs)
-    return head, {"kind": "multiclass", "hp": {"units": units, "dropout": dropout}, **summary}
+    return head, {"kind": "multiclass", "hp": _hp(units, dropout, fit_kwargs), **summary}
 
 
 def train_ova_member(
@@ -392,4 +468,4 @@ def train_ova_member(
 ) -> tuple[keras.Model, dict]:
     """One one-vs-all member (sigmoid unit) for ``genre``; ``fit_kwargs`` go to ``fit_head``."""
     head, summary = fit_head(data, kind="binary", units=units, dropout=dropout, **fit_kwargs)
-    return head, {"kind": "binary", "genre": genre, "hp": {"units": units, "dropout": dropout}, **summary}
+    return head, {"kind": "binary", "genre": genre, "hp": _hp(units, dropout, fit_kwargs), **summary}

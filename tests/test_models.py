@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from postergenre.models import (
+    CROSS_ENTROPY,
     DROPOUT_RATE,
     FIRST_UNITS,
     WeightsUnavailable,
+    adapt_normalization,
     build_backbone,
     build_classifier,
     build_head,
@@ -157,3 +159,73 @@ def test_compile_head_rejects_a_kind_that_does_not_fit_the_output():
         compile_head(build_head(8, units=64, dropout=False, n_outputs=1), "multiclass")
     with pytest.raises(ValueError, match="kind"):
         compile_head(build_head(8, units=64, dropout=False, n_outputs=1), "multilabel")
+
+
+def test_regularised_head_adds_normalization_input_dropout_and_l2():
+    x = np.random.default_rng(0).normal(3.0, 2.0, (50, 8)).astype(np.float32)
+    x[:, 5] = 7.0  # a feature constant on train
+    head = build_head(
+        8,
+        units=64,
+        dropout=True,
+        n_outputs=19,
+        dropout_rate=0.3,
+        input_dropout=0.4,
+        l2=1e-3,
+        normalize_on=x,
+        seed=0,
+    )
+    assert layer_kinds(head)[:3] == ["InputLayer", "Normalization", "Dropout"]
+    assert head.get_layer("input_dropout").rate == 0.4 and head.get_layer("dropout").rate == 0.3
+    assert len(head.losses) == 3  # one L2 term per Dense kernel: fc1, fc2, out
+    normalized = np.asarray(head.get_layer("normalize")(x))
+    np.testing.assert_allclose(normalized.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.delete(normalized.std(axis=0), 5), 1, rtol=1e-4)
+    # The constant feature is centred, not divided by ~0: an unseen value stays a moderate number.
+    unseen = x[:1].copy()
+    unseen[0, 5] = 8.0
+    assert np.asarray(head.get_layer("normalize")(unseen))[0, 5] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="dropout"):
+        build_head(8, units=64, dropout=True, n_outputs=19, input_dropout=1.0)
+
+
+def test_adapt_normalization_matches_keras_adapt_on_ordinary_features():
+    x = np.random.default_rng(1).normal(size=(40, 6)).astype(np.float32)
+    ours, theirs = keras.layers.Normalization(), keras.layers.Normalization()
+    adapt_normalization(ours, x)
+    theirs.adapt(x)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty"):
+        adapt_normalization(keras.layers.Normalization(), np.zeros((0, 6)))
+
+
+def test_a_normalizing_classifier_is_self_contained(tiny, posters, tmp_path):
+    """The adapted statistics live in the head: the saved backbone+head predicts the same after a reload."""
+    feats = np.asarray(tiny(posters, training=False))
+    head = build_head(features_dim(tiny), units=64, dropout=False, n_outputs=19, normalize_on=feats, seed=2)
+    model = build_classifier(tiny, head)
+    path = tmp_path / "classifier.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        reloaded.predict(posters, verbose=0), model.predict(posters, verbose=0), rtol=1e-6
+    )
+    norm = [layer for layer in reloaded.layers[-1].layers if isinstance(layer, keras.layers.Normalization)][0]
+    np.testing.assert_allclose(np.asarray(norm.adapt_mean), feats.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_changes_the_loss_but_not_the_cross_entropy_metric():
+    x, y = np.ones((4, 8), np.float32), np.eye(19, dtype=np.float32)[[0, 1, 2, 3]]
+    plain = compile_head(build_head(8, units=64, dropout=False, n_outputs=19, seed=3), "multiclass")
+    smooth = compile_head(
+        build_head(8, units=64, dropout=False, n_outputs=19, seed=3), "multiclass", label_smoothing=0.2
+    )
+    a = plain.evaluate(x, y, verbose=0, return_dict=True)
+    b = smooth.evaluate(x, y, verbose=0, return_dict=True)
+    assert a[CROSS_ENTROPY] == pytest.approx(a["loss"], rel=1e-5)
+    assert b[CROSS_ENTROPY] == pytest.approx(a[CROSS_ENTROPY], rel=1e-6) and b["loss"] != pytest.approx(
+        a["loss"]
+    )
+    assert smooth.loss.get_config()["label_smoothing"] == 0.2
+    with pytest.raises(ValueError, match="label_smoothing"):
+        compile_head(build_head(8, units=64, dropout=False, n_outputs=1), "binary", label_smoothing=1.0)

@@ -97,14 +97,27 @@ def test_early_stopping_stops_patience_epochs_after_the_best_and_restores_it(sto
     head, summary = stopped
     val_losses = summary["history"]["val_loss"]
     assert summary["stopped_early"] and summary["epochs_run"] < 8
-    assert summary["best_epoch"] == int(np.argmin(val_losses))
+    # Early stopping watches the plain cross-entropy: for the report's head (no smoothing, no L2), the loss.
+    np.testing.assert_allclose(summary["history"]["val_cross_entropy"], val_losses, rtol=1e-5)
+    assert summary["best_epoch"] == int(np.argmin(summary["history"]["val_cross_entropy"]))
     assert summary["epochs_run"] == summary["best_epoch"] + 3 + 1  # patience 3
     assert summary["val_loss"] == min(val_losses) and len(summary["history"]["loss"]) == summary["epochs_run"]
     restored = head.evaluate(contradicted.x_val, contradicted.y_val, batch_size=BATCH, verbose=0)[0]
     assert restored == pytest.approx(min(val_losses), rel=1e-6)
 
 
-RESUME_ARGS = dict(units=64, dropout=True, max_epochs=5, batch_size=BATCH, seed=3)
+# The regularised head (Normalization, input dropout, L2, label smoothing): resuming must restore all of it.
+RESUME_ARGS = dict(
+    units=64,
+    dropout=True,
+    max_epochs=5,
+    batch_size=BATCH,
+    seed=3,
+    normalize=True,
+    input_dropout=0.2,
+    l2=1e-4,
+    label_smoothing=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +136,16 @@ def test_binary_and_multiclass_heads_have_their_output_shapes(stopped, contradic
     multi, info, seen = reference
     probs = np.asarray(multi.predict(learnable.x_val[:5], verbose=0))
     assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    assert info["kind"] == "multiclass" and info["hp"] == {"units": 64, "dropout": True}
+    assert info["kind"] == "multiclass"
+    assert info["hp"] == {
+        "units": 64,
+        "dropout": True,
+        "normalize": True,
+        "input_dropout": 0.2,
+        "l2": 1e-4,
+        "label_smoothing": 0.1,
+        "batch_size": BATCH,
+    }
     assert np.isfinite(info["val_loss"]) and info["val_accuracy"] > 1 / 3  # it learned something
     assert seen == list(range(info["epochs_run"]))
 
@@ -197,3 +219,55 @@ def test_fit_head_is_deterministic_and_takes_any_float_features(learnable):
     assert summary64["history"] == summary["history"]
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_weight_column_becomes_sample_weights_unless_all_ones():
+    labels = pd.DataFrame(
+        {
+            "movie_id": [1, 2, 3, 4],
+            "genre": ["Action", "Comedy", "Drama", "Action"],
+            "split": ["train", "train", "val", "val"],
+            "weight": [0.5, 2.0, 1.0, 1.0],
+        }
+    )
+    features = {
+        s: (np.array(ids), np.ones((2, DIM), np.float16)) for s, ids in (("train", [1, 2]), ("val", [3, 4]))
+    }
+    data = multiclass_data(features, labels, CLASSES)
+    assert data.w_train.tolist() == [0.5, 2.0] and data.w_val is None  # val weighs 1 everywhere: no weights
+    unweighted = multiclass_data(features, labels.assign(weight=1.0), CLASSES)
+    assert unweighted.w_train is None and unweighted.w_val is None
+    assert multiclass_data(features, labels.drop(columns="weight"), CLASSES).w_train is None
+
+
+def test_sample_weights_steer_the_head():
+    """Features without signal, class 0 weighted 20x in training: the head puts far more mass on class 0."""
+    rng = np.random.default_rng(4)
+    x, xv = rng.normal(size=(300, DIM)).astype(np.float32), rng.normal(size=(96, DIM)).astype(np.float32)
+    y, yv = (np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)] for n in (300, 96))
+    # No early stop (patience = epochs) and a larger step: the comparison is about the weights, not stopping.
+    args = dict(
+        kind="multiclass",
+        units=32,
+        dropout=False,
+        max_epochs=6,
+        patience=6,
+        batch_size=BATCH,
+        seed=1,
+        learning_rate=1e-2,
+    )
+    w = np.where(y.argmax(1) == 0, 20.0, 1.0).astype(np.float32)
+    plain, _ = fit_head(HeadData(x, y, xv, yv), **args)
+    heavy, summary = fit_head(HeadData(x, y, xv, yv, w_train=w), **args)
+    mass = [float(np.mean(m.predict(xv, verbose=0)[:, 0])) for m in (plain, heavy)]
+    assert mass[1] > mass[0] + 0.1
+    assert np.isfinite(summary["val_cross_entropy"])
+
+
+def test_label_smoothing_and_l2_leave_the_selection_metric_comparable(learnable):
+    """val_loss grows with smoothing and the L2 penalty; val_cross_entropy measures only the predictions."""
+    args = dict(kind="multiclass", units=32, dropout=False, max_epochs=2, batch_size=BATCH, seed=2)
+    _, smooth = fit_head(learnable, label_smoothing=0.2, l2=1e-2, **args)
+    assert smooth["val_loss"] > smooth["val_cross_entropy"]
+    _, plain = fit_head(learnable, **args)
+    assert plain["val_loss"] == pytest.approx(plain["val_cross_entropy"], rel=1e-5)
