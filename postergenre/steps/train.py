@@ -28,8 +28,9 @@ def splits_of(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def fit_linear_probe(data, kind: str, classes: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
-    """The head's baseline on the same cached features and split: (metrics per split + C, probabilities)."""
+def fit_linear_probe(data, kind: str, classes: list[str]):
+    """The head's baseline on the same cached features and split: (metrics per split + C, probabilities on
+    each split, the fitted probe)."""
     from postergenre.probe import fit_probe
 
     fitted = fit_probe(
@@ -42,16 +43,49 @@ def fit_linear_probe(data, kind: str, classes: list[str]) -> tuple[dict, dict[st
     )
     extra = {"C": fitted.C, "val_score": fitted.val_score, "criterion": fitted.criterion}
     if kind == "multiclass":
-        metrics = {s: multiclass_metrics(np.argmax(y, 1), fitted.proba[s], classes) for s, (_, y) in splits_of(data).items()}
-    else:  # read at its own F1-optimal threshold on val, exactly as the head is
-        p_val = fitted.proba["val"][:, 0]
-        threshold = choose_thresholds(data.y_val[:, 0].astype(int), np.stack([1 - p_val, p_val], 1), classes)[classes[1]]
-        metrics = {
-            s: binary_metrics(y[:, 0].astype(int), fitted.proba[s][:, 0], threshold)
-            for s, (_, y) in splits_of(data).items()
-        }
-        extra["threshold"] = threshold
-    return {**metrics, **extra}, fitted.proba
+        return {**split_metrics(fitted.proba, data, kind, classes), **extra}, fitted.proba, fitted.probe
+    threshold = val_threshold(fitted.proba["val"][:, 0], data, classes)  # read at its own threshold, as the head
+    metrics = split_metrics(fitted.proba, data, kind, classes, threshold)
+    return {**metrics, **extra, "threshold": threshold}, fitted.proba, fitted.probe
+
+
+def val_threshold(p_val: np.ndarray, data, classes: list[str]) -> float:
+    """Column 1 of [1-p, p] is the genre: the threshold that maximises its F1 on validation."""
+    return choose_thresholds(data.y_val[:, 0].astype(int), np.stack([1 - p_val, p_val], 1), classes)[classes[1]]
+
+
+def split_metrics(proba: dict, data, kind: str, classes: list[str], threshold: float = 0.5) -> dict:
+    if kind == "multiclass":
+        return {s: multiclass_metrics(np.argmax(y, 1), proba[s], classes) for s, (_, y) in splits_of(data).items()}
+    return {s: binary_metrics(y[:, 0].astype(int), proba[s][:, 0], threshold) for s, (_, y) in splits_of(data).items()}
+
+
+def _val_macro_f1(proba_val: np.ndarray, data, kind: str, threshold: float) -> float:
+    """Macro-F1 on val over the classes (a member: over its two labels), the decision's own measure."""
+    from sklearn.metrics import f1_score
+
+    if kind == "multiclass":
+        y, pred = np.argmax(data.y_val, 1), np.argmax(proba_val, 1)
+    else:
+        y, pred = data.y_val[:, 0].astype(int), (proba_val[:, 0] > threshold).astype(int)
+    return float(f1_score(y, pred, average="macro", zero_division=0))
+
+
+def choose_head(head, probe, proba_head: dict, proba_probe: dict, data, kind: str, classes: list[str]):
+    """The tuned head, or the linear probe turned into a Keras head when the probe does better on val (never
+    on test): a run never registers a head that loses to logistic regression on its own features. Returns
+    (head, kind name, val macro-F1 of both)."""
+    from postergenre.linear_head import linear_head
+
+    t_head = val_threshold(proba_head["val"][:, 0], data, classes) if kind == "binary" else 0.5
+    t_probe = val_threshold(proba_probe["val"][:, 0], data, classes) if kind == "binary" else 0.5
+    scores = {
+        "mlp": _val_macro_f1(proba_head["val"], data, kind, t_head),
+        "linear-probe": _val_macro_f1(proba_probe["val"], data, kind, t_probe),
+    }
+    if scores["linear-probe"] > scores["mlp"]:  # ties keep the report's architecture
+        return linear_head(probe, data.input_dim), "linear-probe", scores
+    return head, "mlp", scores
 
 
 def member_scoring(ctx, genre: str, val_ids: np.ndarray, val_scores: np.ndarray) -> dict:
@@ -81,44 +115,40 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     """
     from postergenre.models import build_classifier
     from postergenre.training import Checkpointer, train_multiclass, train_ova_member
+    from postergenre.tuning import fit_kwargs
 
     ctx = load_run(run_id, settings)
     cfg, layout, name = ctx.config, ctx.layout, model_name(target)
     hp = ctx.store.get_json(layout.best)["hp"]
     multiclass = ctx.multiclass_data()
-    fit_kwargs = dict(
+    train_kwargs = dict(
         max_epochs=cfg.max_epochs,
-        batch_size=cfg.batch_size,
         seed=cfg.seed,
         checkpoint=Checkpointer(ctx.store, layout.checkpoints(name)),
         on_epoch=lambda epoch, logs: log.info("epoch", run_id=ctx.run_id, model=name, epoch=epoch, **logs),
     )
     started = time.perf_counter()
+    hp_kwargs = {**fit_kwargs(hp, cfg.batch_size), **train_kwargs}
     if name == CNN_MODEL:
-        head, summary = train_multiclass(multiclass, units=hp["units"], dropout=hp["dropout"], **fit_kwargs)
-        metrics = {
-            split: multiclass_metrics(np.argmax(y, 1), head.predict(x, verbose=0), ctx.classes)
-            for split, (x, y) in splits_of(multiclass).items()
-        }
-        metrics["probe"], probe_proba = fit_linear_probe(multiclass, "multiclass", ctx.classes)
+        kind, classes, data = "multiclass", ctx.classes, multiclass
+        head, summary = train_multiclass(data, **hp_kwargs)
     else:
         genre = normalise_genre(target)
-        data = ctx.binary_data(genre)
-        head, summary = train_ova_member(genre, data, units=hp["units"], dropout=hp["dropout"], **fit_kwargs)
-        val_p = head.predict(data.x_val, verbose=0)[:, 0]
-        # Column 1 of [1-p, p] is the genre: the threshold that maximises the member's F1 on validation.
-        threshold = choose_thresholds(
-            data.y_val[:, 0].astype(int), np.stack([1 - val_p, val_p], 1), ["other", genre]
-        )[genre]
-        metrics = {
-            split: binary_metrics(y[:, 0].astype(int), head.predict(x, verbose=0)[:, 0])
-            for split, (x, y) in splits_of(data).items()
-        }
+        kind, classes, data = "binary", ["other", genre], ctx.binary_data(genre)
+        head, summary = train_ova_member(genre, data, **hp_kwargs)
+    probe_metrics, probe_proba, probe = fit_linear_probe(data, kind, classes)
+    proba = {split: head.predict(x, verbose=0) for split, (x, _) in splits_of(data).items()}
+    head, head_kind, val_f1 = choose_head(head, probe, proba, probe_proba, data, kind, classes)
+    if head_kind != "mlp":
+        proba = {split: head.predict(x, verbose=0) for split, (x, _) in splits_of(data).items()}
+    metrics = split_metrics(proba, data, kind, classes)
+    if kind == "binary":
+        threshold = val_threshold(proba["val"][:, 0], data, classes)
         metrics["threshold"] = threshold
-        metrics["test_at_threshold"] = binary_metrics(
-            data.y_test[:, 0].astype(int), head.predict(data.x_test, verbose=0)[:, 0], threshold
-        )
-        metrics["probe"], probe_proba = fit_linear_probe(data, "binary", ["other", genre])
+        metrics["test_at_threshold"] = binary_metrics(data.y_test[:, 0].astype(int), proba["test"][:, 0], threshold)
+    metrics["probe"] = probe_metrics
+    metrics["head"] = {"kind": head_kind, "val_macro_f1": val_f1}
+    log.info("head chosen on val", run_id=ctx.run_id, model=name, head=head_kind, **val_f1)
     seconds = round(time.perf_counter() - started, 2)
     # Probabilities on the multi-class val/test rows: the OvA ensemble's inputs, and the evaluation's.
     arrays = dict(
@@ -130,11 +160,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     if name == CNN_MODEL:
         arrays.update(probe_test=probe_proba["test"])
     else:  # and on the member's own binary test set, for its champion/challenger decision
-        arrays.update(
-            own_test_ids=data.movie_ids["test"],
-            own_test=head.predict(data.x_test, verbose=0),
-            probe_own_test=probe_proba["test"],
-        )
+        arrays.update(own_test_ids=data.movie_ids["test"], own_test=proba["test"], probe_own_test=probe_proba["test"])
         if "unused" in ctx.features:  # the rest of the multi-label evaluation set (movies in no split)
             unused_ids, unused_x = ctx.features["unused"]
             arrays.update(unused_ids=unused_ids, unused=head.predict(unused_x.astype(np.float32), verbose=0))
@@ -157,6 +183,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     candidate = {
         "target": target,
         "hp": hp,
+        "head": head_kind,
         "training": {k: v for k, v in summary.items() if k != "history"},
         "history": summary.get("history", {}),
         "metrics": metrics,
