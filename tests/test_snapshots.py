@@ -2,9 +2,9 @@ import io
 import json
 import tarfile
 import zipfile
-from pathlib import Path
 
 import pytest
+from ingest_helpers import jpeg, make_export
 from PIL import Image
 
 from postergenre.snapshots import (
@@ -20,20 +20,6 @@ from postergenre.snapshots import (
 from postergenre.storage import open_store
 
 
-def _jpeg(colour=(10, 20, 30), size=(46, 69)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def make_export(root: Path, rows: list[str], posters: dict[str, bytes]) -> Path:
-    (root / "posters").mkdir(parents=True, exist_ok=True)
-    (root / "genres.csv").write_text("id,genre\n" + "".join(r + "\n" for r in rows))
-    for name, data in posters.items():
-        (root / "posters" / name).write_bytes(data)
-    return root
-
-
 @pytest.fixture
 def store(tmp_path):
     return open_store((tmp_path / "store").as_uri())
@@ -45,11 +31,11 @@ def export(tmp_path):
         tmp_path / "export",
         ["1,Drama", "1,Western", "2,comedy", "3,Horror", "3,Anime", "4,Drama", "../../x,Drama", "5,Crime"],
         {
-            "1.jpg": _jpeg((200, 0, 0)),
-            "2.jpg": _jpeg((0, 200, 0)),
-            "3.jpg": _jpeg((0, 0, 200)),
+            "1.jpg": jpeg((200, 0, 0)),
+            "2.jpg": jpeg((0, 200, 0)),
+            "3.jpg": jpeg((0, 0, 200)),
             "4.jpg": b"",  # zero bytes: movie 4 has no valid poster
-            "9.jpg": _jpeg((9, 9, 9)),  # no genre rows
+            "9.jpg": jpeg((9, 9, 9)),  # no genre rows
             # movie 5 has no poster at all
         },
     )
@@ -102,7 +88,7 @@ def test_reingest_same_content_is_idempotent_and_uploads_nothing(store, export):
 
 def test_changed_export_uploads_only_new_posters(store, export):
     ingest(str(export), store, snapshot_id="s1")
-    (export / "posters" / "5.jpg").write_bytes(_jpeg((1, 2, 3)))
+    (export / "posters" / "5.jpg").write_bytes(jpeg((1, 2, 3)))
     result = ingest(str(export), store, snapshot_id="s2")
     assert result["uploaded_posters"] == 1 and result["movies"] == 4
 
