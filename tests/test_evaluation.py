@@ -487,3 +487,13 @@ def test_gate_refuses_a_head_trained_on_shuffled_labels_and_passes_a_real_one():
     assert {c["name"]: c["passed"] for c in bad["checks"]}["probe_parity"] is False
     assert good["promote"] is True and good["probe"]["below_with_confidence"] is False
     assert good["probe"]["macro_f1"] > 0.8  # the probe is a good one
+
+
+def test_decision_names_still_import_from_evaluation():
+    """The decision moved to decision.py; steps and plugins that import it from evaluation get the same objects."""
+    from postergenre import decision, evaluation
+
+    for name in ("DecisionPolicy", "decide", "paired_bootstrap_macro_f1", "bootstrap_macro_f1"):
+        assert getattr(evaluation, name) is getattr(decision, name)
+    with pytest.raises(AttributeError):
+        evaluation.no_such_name  # noqa: B018
