@@ -548,7 +548,7 @@ def test_retrain_dag_test_end_to_end_on_s3(retrain, airflow_db, settings, s3_ser
     plan = store.get_json(f"{second_key}/plan.json")
     survivor = store.get_json(f"{second_key}/rounds/1.json")
     round_0 = [store.get_json(f"{second_key}/trials/{t['trial_id']}.json") for t in plan if t["round"] == 0]
-    assert survivor[0]["hp"] == min(round_0, key=lambda r: r["val_loss"])["hp"] and survivor[0]["epochs"] == 6
+    assert survivor[0]["hp"] == min(round_0, key=lambda r: r["val_cross_entropy"])["hp"] and survivor[0]["epochs"] == 6
     assert _labels(second, "trial_round_1") == [trial_label(survivor[0])]
     fine_tuned = store.get_json(f"{second_key}/candidates/genre-cnn/fine_tune.json")
     assert fine_tuned["fine_tuned"] == (fine_tuned["val_loss"] < fine_tuned["val_loss_before"])
