@@ -172,7 +172,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--old-trials", type=int, default=4, help="trials of the report's space (its default)"
     )
-    parser.add_argument("--epochs", type=int, default=30, help="epoch budget per model (early stopping)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=20,
+        help="epoch budget per model, early-stopped (a retrain's default max_epochs)",
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="the run's batch size")
     parser.add_argument("--no-ova", action="store_true", help="skip the 19 one-vs-all members")
     parser.add_argument("--no-weighted", action="store_true", help="skip the weighted-balance row")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from postergenre.labels import SPLITS, one_hot
-from postergenre.models import CROSS_ENTROPY, DROPOUT_RATE, HeadKind, build_head, compile_head
+from postergenre.models import CROSS_ENTROPY, DROPOUT_RATE, FIRST_UNITS, HeadKind, build_head, compile_head
 from postergenre.storage import NotFound, ObjectStore
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -342,6 +342,7 @@ def fit_head(
     patience: int = 3,
     learning_rate: float = 1e-3,
     dropout_rate: float = DROPOUT_RATE,
+    first_units: int = FIRST_UNITS,
     l2: float = 0.0,
     input_dropout: float = 0.0,
     label_smoothing: float = 0.0,
@@ -351,11 +352,11 @@ def fit_head(
 ) -> tuple[keras.Model, dict]:
     """Build, compile and train one head; returns it with the best epoch's weights and a JSON-able summary.
 
-    ``units``, ``dropout``, ``dropout_rate``, ``input_dropout``, ``l2``, ``normalize`` shape the head
-    (``models.build_head``; ``normalize`` adapts its ``Normalization`` layer on ``data.x_train``),
+    ``units``, ``dropout``, ``first_units``, ``dropout_rate``, ``input_dropout``, ``l2``, ``normalize`` shape
+    the head (``models.build_head``; ``normalize`` adapts its ``Normalization`` layer on ``data.x_train``),
     ``learning_rate``, ``label_smoothing`` and ``batch_size`` its training (``models.compile_head``); the
-    defaults are the report's head and training (``tuning.HP_DEFAULTS``). ``data``'s sample weights, when it has them, weight the training and
-    validation losses. The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best
+    defaults are the report's head and training (``tuning.HP_DEFAULTS``). ``data``'s sample weights, when it
+    has them, weight the training and validation losses. The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best
     epoch's metrics (``loss``, ``val_loss``, ``val_cross_entropy``, ``val_accuracy``, ...) and ``history``
     (each metric per epoch). With a ``checkpoint`` that exists, training resumes after its last epoch with its
     weights, optimizer state and early-stopping state (a finished checkpoint just returns the best weights);
@@ -371,6 +372,7 @@ def fit_head(
         dropout=dropout,
         n_outputs=data.n_outputs,
         dropout_rate=dropout_rate,
+        first_units=first_units,
         l2=l2,
         input_dropout=input_dropout,
         normalize_on=data.x_train if normalize else None,
@@ -385,6 +387,7 @@ def fit_head(
         "units": int(units),
         "dropout": bool(dropout),
         "dropout_rate": float(dropout_rate),
+        "first_units": int(first_units),
         "l2": float(l2),
         "input_dropout": float(input_dropout),
         "label_smoothing": float(label_smoothing),

@@ -5,7 +5,7 @@ the dropout layer is present, chosen with "a few steps of random search"; sectio
 refinement once trials can be distributed. That space (``search_space("report")``) has nothing that
 regularises the head, and on real posters its tuned heads memorised the training split (train accuracy 0.98,
 val 0.13) and lost to a linear probe on their own features. The default space (``"regularised"``) keeps the
-report's two hyperparameters and adds the dropout rate, dropout on the input features, an L2 penalty, the
+report's two hyperparameters and adds the first FC layer's width, the dropout rate, dropout on the input features, an L2 penalty, the
 learning rate, label smoothing, the batch size and input standardisation. A trial on cached features costs
 seconds, so the default is ``DEFAULT_TRIALS`` trials rather than the report's few. Trials are independent, so the orchestrator (Airflow) fans them out:
 ``plan_trials`` fixes every trial's hyperparameters and epoch budget from a seed before anything runs,
@@ -38,6 +38,7 @@ DEFAULT_SPACE = "regularised"
 DEFAULT_TRIALS = 24
 """Trials a search should get by default: about 5-10 s each on cached features on 2 CPU cores (bench_quality)."""
 HP_DEFAULTS: dict[str, float | bool] = {
+    "first_units": 256,
     "dropout_rate": 0.5,
     "input_dropout": 0.0,
     "l2": 0.0,
@@ -57,7 +58,8 @@ def search_space(name: str = DEFAULT_SPACE) -> keras_tuner.HyperParameters:
     """The hyperparameters a trial samples; every one is discrete, so a plan can draw distinct points.
 
     ``"report"``: ``units`` (width of the second FC layer, 64..512 step 64) and ``dropout`` (the dropout layer
-    before the output, on/off). ``"regularised"`` adds ``dropout_rate`` (when that layer is on),
+    before the output, on/off). ``"regularised"`` adds ``first_units`` (the first FC layer's width, which
+    the report does not give; 256 before), ``dropout_rate`` (when that layer is on),
     ``input_dropout`` (on the features, 0 = none), ``l2`` (penalty on every Dense kernel), ``learning_rate``
     (Adam), ``label_smoothing``, ``batch_size`` and ``normalize`` (the head standardises its input with a
     ``Normalization`` layer adapted on the training features). Choices, not ranges: clean JSON values.
@@ -70,6 +72,7 @@ def search_space(name: str = DEFAULT_SPACE) -> keras_tuner.HyperParameters:
     hp.Int("units", min_value=64, max_value=512, step=64)
     hp.Boolean("dropout")
     if name == "regularised":
+        hp.Choice("first_units", [256, 512, 1024])
         hp.Choice("dropout_rate", [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
         hp.Choice("input_dropout", [0.0, 0.2, 0.35, 0.5, 0.65])
         hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3, 1e-2])

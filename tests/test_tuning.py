@@ -132,6 +132,7 @@ def test_regularised_space_keeps_the_reports_and_adds_regularisers():
         [
             "units",
             "dropout",
+            "first_units",
             "dropout_rate",
             "input_dropout",
             "l2",
@@ -143,7 +144,7 @@ def test_regularised_space_keeps_the_reports_and_adds_regularisers():
     )
     assert space["units"] == UNITS and set(space["dropout"]) == {True, False}
     assert 0.0 in space["l2"] and 0.0 in space["input_dropout"] and 0.0 in space["label_smoothing"]
-    assert set(space["normalize"]) == {True, False}
+    assert set(space["normalize"]) == {True, False} and 256 in space["first_units"]  # 256: the report's head
     assert all(0 < r < 1 for r in space["dropout_rate"]) and min(space["learning_rate"]) < 1e-3 < max(
         space["learning_rate"]
     )
