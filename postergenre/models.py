@@ -5,7 +5,9 @@ to a feature vector, then a head of three fully connected layers: FC+ReLU, FC+Re
 normalisation, an optional dropout before the output, and Softmax over the 19 genres (multi-class) or a single
 sigmoid unit (each one-vs-all binary classifier, section 3). Every model takes float RGB in 0..255 at
 ``image_size`` (what ``images.py`` produces) and carries its own preprocessing, so a registered model needs
-nothing but posters.
+nothing but posters. The head keeps the report's layers as its base and can add what it lacked against
+memorising a small training split: input standardisation (an adapted ``Normalization``), dropout on the
+features, a tunable dropout rate, L2 penalties and label smoothing (all off by default: the report's head).
 """
 
 from __future__ import annotations
@@ -168,10 +170,9 @@ def build_head(
     ``units`` and ``dropout`` are the two hyperparameters the report's model selection tunes; ``dropout_rate``,
     ``input_dropout`` (a Dropout on the features, before fc1; 0 = none) and ``l2`` (an L2 penalty on every
     Dense kernel) are the regularisers the report's head lacked (on real posters it memorised its training
-    split). ``normalize_on``: the training features; when given, the head
-    starts with a ``Normalization`` layer adapted on them (``adapt_normalization``), so the registered
-    backbone+head model standardises its own input. Seeded initialisers make two heads built with the same
-    arguments identical.
+    split). ``normalize_on``: the training features; when given, the head starts with a ``Normalization``
+    layer adapted on them (``adapt_normalization``), so the registered backbone+head model standardises its
+    own input. Seeded initialisers make two heads built with the same arguments identical.
     """
     if n_outputs < 1:
         raise ValueError("n_outputs must be >= 1")

@@ -3,7 +3,8 @@
 Embed once, train many: every head (tuning trials, the multi-class CNN, the 19 one-vs-all members) trains on the
 feature vectors cached by ``features.py``, never on pixels. Training follows the report (sections 2.1 and 3.1):
 Adam, categorical or binary cross-entropy, ``EarlyStopping`` on the validation loss with a patience of three
-epochs, and the best epoch's weights kept.
+epochs, and the best epoch's weights kept. The loss watched is the plain validation cross-entropy, which stays
+the report's number when label smoothing or L2 penalties (``tuning``'s regularised space) are on.
 
 Determinism: the head is built from seeded initialisers, Dropout has its own seeded generator, and the training
 rows are put in a fresh order every epoch drawn from ``default_rng([seed, epoch])`` rather than from a global
@@ -356,12 +357,13 @@ def fit_head(
     the head (``models.build_head``; ``normalize`` adapts its ``Normalization`` layer on ``data.x_train``),
     ``learning_rate``, ``label_smoothing`` and ``batch_size`` its training (``models.compile_head``); the
     defaults are the report's head and training (``tuning.HP_DEFAULTS``). ``data``'s sample weights, when it
-    has them, weight the training and validation losses. The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best
-    epoch's metrics (``loss``, ``val_loss``, ``val_cross_entropy``, ``val_accuracy``, ...) and ``history``
-    (each metric per epoch). With a ``checkpoint`` that exists, training resumes after its last epoch with its
-    weights, optimizer state and early-stopping state (a finished checkpoint just returns the best weights);
-    the result equals an uninterrupted run's. ``on_epoch(epoch, logs)`` runs after each epoch (and after its
-    checkpoint).
+    has them, weight the training and validation losses.
+
+    The summary holds ``epochs_run``, ``best_epoch`` (0-based), ``stopped_early``, the best epoch's metrics
+    (``loss``, ``val_loss``, ``val_cross_entropy``, ``val_accuracy``, ...) and ``history`` (each metric per
+    epoch). With a ``checkpoint`` that exists, training resumes after its last epoch with its weights, optimizer
+    state and early-stopping state (a finished checkpoint just returns the best weights); the result equals an
+    uninterrupted run's. ``on_epoch(epoch, logs)`` runs after each epoch (and after its checkpoint).
     """
     if max_epochs < 1 or batch_size < 1:
         raise ValueError("max_epochs and batch_size must be >= 1")
