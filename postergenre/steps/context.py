@@ -110,11 +110,38 @@ class RunContext:
             split: load_features(self.store, index["feature_key"], obj) for split, obj in index["splits"].items()
         }
 
+    @property
+    def backbone_weights_key(self) -> str:
+        """The weights of the backbone that computed the cached features, stored beside them."""
+        return f"{self.feature_key}/backbone.weights.h5"
+
     def build_backbone(self):
+        """The backbone, with exactly the weights that computed the cached features once they exist: a random
+        init (``weights=none``) differs between Keras backends and seeds, and the registered model must be the
+        one whose features the heads were trained on."""
+        import tempfile
+
         from postergenre.models import build_backbone
 
         cfg = self.config
-        return build_backbone(cfg.backbone, weights=self.local_weights, image_size=cfg.image_size, seed=cfg.seed)
+        backbone = build_backbone(cfg.backbone, weights=self.local_weights, image_size=cfg.image_size, seed=cfg.seed)
+        if self.store.exists(self.backbone_weights_key):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "backbone.weights.h5"
+                self.store.download_file(self.backbone_weights_key, path)
+                backbone.load_weights(path)
+        return backbone
+
+    def keep_backbone_weights(self, backbone) -> None:
+        """Store the embedding backbone's weights beside its features (once)."""
+        import tempfile
+
+        if self.store.exists(self.backbone_weights_key):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "backbone.weights.h5"
+            backbone.save_weights(path)
+            self.store.upload_files([(path, self.backbone_weights_key)])
 
     def multiclass_data(self):
         from postergenre.training import multiclass_data

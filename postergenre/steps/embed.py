@@ -52,13 +52,17 @@ def embed_step(run_id: str, settings: Settings | None = None) -> dict:
             counts[split] = {"cached": True, "total": len(ids)}
             continue
         paths = ctx.poster_paths(ids)
-        backbone = backbone or ctx.build_backbone()
+        if backbone is None:
+            backbone = ctx.build_backbone()
+            ctx.keep_backbone_weights(backbone)  # before embedding: every split comes from these weights
         features, kept, stats = embed_with(
             backbone, [paths[int(i)] for i in ids], image_size=cfg.image_size, batch_size=cfg.batch_size
         )
         save_features(ctx.store, key, objects[split], ids[kept], features)
         counts[split] = {"cached": False, **stats.to_dict()}
         log.info("embedded split", run_id=ctx.run_id, split=split, **stats.to_dict())
+    if not ctx.store.exists(ctx.backbone_weights_key):  # computed here, or cached before weights were kept
+        ctx.keep_backbone_weights(backbone or ctx.build_backbone())
     ctx.store.put_json(ctx.layout.features, {"feature_key": key, "splits": objects})
     return {
         "run_id": ctx.run_id,
