@@ -19,9 +19,13 @@ export PATH="$venv/bin:$PATH"
 # package; PYTHONPATH is set for these two calls only, never for Airflow itself.
 dev_python=(env PYTHONPATH="$repo/tests" "$venv/bin/python")
 eval "$("${dev_python[@]}" -m support.airflow_env "$repo" "$port")"
+# Also writes $AIRFLOW_HOME/config/airflow_local_settings.py: the scheduler preloads fork-safe libraries so
+# that each task process (forked from it) starts warm (postergenre/airflow_preload.py).
 read -r GPU_POOL GPU_POOL_SLOTS admin_user < <("${dev_python[@]}" -c \
     'from postergenre.airflow_pools import GPU_POOL, GPU_POOL_SLOTS
-from support.airflow_env import ADMIN_USER
+from postergenre.config import Settings
+from support.airflow_env import ADMIN_USER, install_local_settings
+install_local_settings(Settings())
 print(GPU_POOL, GPU_POOL_SLOTS, ADMIN_USER)')
 mkdir -p "$AIRFLOW_HOME"
 

@@ -10,3 +10,27 @@ def test_backbone_throughput_bench_runs_every_contender(capsys):
                            "fine-tune, all 3 blocks"]
     assert all(rate > 0 for rate in rates.values())
     assert "x of the embed pass" in capsys.readouterr().out
+
+
+def test_orchestration_bench_help_and_arguments(capsys):
+    """Only the command line: the benchmark itself starts S3 and Airflow and runs for minutes."""
+    import pytest
+
+    from benchmarks import bench_orchestration
+
+    with pytest.raises(SystemExit) as exited:
+        bench_orchestration.parse_args(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--movies", "--image-size", "--trials", "--epochs", "--ova-genres",
+                                         "--parallelism"))
+    args = bench_orchestration.parse_args([])
+    assert (args.movies, args.image_size, args.trials, args.epochs, args.ova_genres, args.parallelism) == (
+        600, 64, 2, 2, [], None)
+    args = bench_orchestration.parse_args(["--ova-genres", "Comedy", "Drama", "--parallelism", "2"])
+    assert args.ova_genres == ["Comedy", "Drama"] and args.parallelism == 2
+    assert bench_orchestration.run_settings(args)["n_trials"] == 2
+    assert bench_orchestration.targets_of(args.ova_genres) == ["genre-cnn", "Comedy", "Drama"]
+    for bad in (["--movies", "0"], ["--parallelism", "0"], ["--stack-env", "NOVALUE"]):
+        with pytest.raises(SystemExit):
+            bench_orchestration.parse_args(bad)

@@ -37,12 +37,20 @@ import psutil  # an Airflow dependency
 from postergenre.airflow_pools import GPU_POOL, GPU_POOL_SLOTS
 from postergenre.config import Settings
 
-from .airflow_env import ADMIN_USER, airflow_env, airflow_home, passwords_file
+from .airflow_env import ADMIN_USER, airflow_env, airflow_home, install_local_settings, passwords_file
 from .process import ManagedServer, free_ports
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 FINISHED_RUN_STATES = ("success", "failed")
 _TI_PAGE = 100  # [api] maximum_page_limit
+
+
+STACK_ENV = {
+    # The DAG files do not change while a test or benchmark runs: re-parsing both every 30 s (the default; ``make
+    # airflow`` keeps it, to pick up edits) cost the dag-processor 5.9 CPU-s in a 4-member benchmark run, 0.8-1.2
+    # CPU-s with this (small, but it competes with the tasks on a 2-core box).
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+}
 
 
 class AirflowStackError(RuntimeError):
@@ -87,7 +95,12 @@ class AirflowStack(ManagedServer):
         """The caller's environment plus the embedded Airflow's; the venv's bin first on PATH (components and
         the executor find ``airflow`` there)."""
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, **airflow_env(self.settings, self.repo_root, port=self.port), **extra_env}
+        env = {
+            **os.environ,
+            **airflow_env(self.settings, self.repo_root, port=self.port),
+            **STACK_ENV,
+            **extra_env,
+        }
         env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
         return env
 
@@ -111,6 +124,7 @@ class AirflowStack(ManagedServer):
     def start(self) -> AirflowStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.password()
+        install_local_settings(self.settings)  # warm task starts: the scheduler preloads numpy, pandas, ...
         started = time.monotonic()
         try:
             self._migrate()
@@ -212,6 +226,12 @@ class AirflowStack(ManagedServer):
         for proc in procs:
             proc.wait()
         psutil.wait_procs(list(tree.values()), timeout=5)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each component with everything it started: the scheduler's
+        figure includes its LocalExecutor workers and every task process they ran. Unlike wall time, it hardly
+        depends on what else the machine runs, so two runs can be compared on a shared box."""
+        return {component: _tree_cpu(proc.pid) for component, proc in self._procs.items()}
 
     def log_tail(self, component: str, lines: int = 40) -> str:
         try:
@@ -322,14 +342,19 @@ class AirflowStack(ManagedServer):
             if not page["task_instances"] or len(tis) >= page["total_entries"]:
                 return tis
 
-    def task_log(self, ti: Mapping[str, Any], lines: int = 30) -> str:
-        """The last ``lines`` lines of a task instance's latest try, rendered from the structured log."""
+    def task_log_entries(self, ti: Mapping[str, Any]) -> list[Any]:
+        """The structured log events (each with its ``timestamp`` and ``event``) of a task instance's latest
+        try."""
         path = (
             f"/api/v2/dags/{_q(ti['dag_id'])}/dagRuns/{_q(ti['dag_run_id'])}/taskInstances/"
             f"{_q(ti['task_id'])}/logs/{max(ti['try_number'], 1)}"
         )
         content = self.request("GET", path, params={"map_index": ti["map_index"], "full_content": "true"})
-        rendered = [line for entry in content.get("content", []) for line in _render_log_entry(entry)]
+        return content.get("content", [])
+
+    def task_log(self, ti: Mapping[str, Any], lines: int = 30) -> str:
+        """The last ``lines`` lines of a task instance's latest try, rendered from the structured log."""
+        rendered = [line for entry in self.task_log_entries(ti) for line in _render_log_entry(entry)]
         return "\n".join(rendered[-lines:])
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 720.0, poll: float = 5.0) -> str:
@@ -383,6 +408,22 @@ def _descendants(procs: Sequence[subprocess.Popen[bytes]]) -> dict[int, psutil.P
         with contextlib.suppress(psutil.NoSuchProcess):
             found.update((c.pid, c) for c in psutil.Process(proc.pid).children(recursive=True))
     return found
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants, living and exited (exited children count once reaped,
+    in their parent's ``children_*`` times)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return total
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = process.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return round(total, 1)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
