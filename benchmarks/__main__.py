@@ -7,4 +7,5 @@ if __name__ == "__main__":
     bench_ingest.main([])
     bench_training.main([])
     bench_finetune.main([])
+    __import__("benchmarks.bench_orchestration", fromlist=["main"]).main([])  # starts S3 + Airflow
     bench_quality.main([])
