@@ -325,11 +325,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "## Fine-tune stage (genre-cnn)",
             "",
             f"Top {tuned['top_blocks']} backbone block(s) unfrozen at learning rate {tuned['learning_rate']:g}: "
-            f"validation loss {tuned['val_loss_before']:.4f} -> {tuned['val_loss']:.4f} after "
+            f"validation cross-entropy {_before(tuned):.4f} -> {_after(tuned):.4f} after "
             f"{tuned['epochs_run']} epoch(s), {verdict}.",
             "",
         ]
     return "\n".join(out)
+
+
+def _before(tuned: dict) -> float:  # fine-tune results stored before it picked by cross-entropy: their loss
+    return tuned.get("val_cross_entropy_before", tuned["val_loss_before"])
+
+
+def _after(tuned: dict) -> float:
+    return tuned.get("val_cross_entropy", tuned["val_loss"])
 
 
 # The champion-vs-challenger decision lives in ``decision.py``; these names still import from here.

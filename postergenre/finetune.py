@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import keras
 
-from postergenre.models import HeadKind, compile_head
+from postergenre.models import CROSS_ENTROPY, HeadKind, compile_head
 from postergenre.training import Checkpointer, EpochProgress, ResumableEarlyStopping
 
 _BLOCK = re.compile(r"conv\d+_block\d+|[^_]+")
@@ -108,8 +108,9 @@ def fine_tune(
     """Fine-tune ``classifier`` in place on ``train`` (batches of poster, target), early-stopped on ``val``.
 
     Returns the classifier with its best epoch's weights (or its starting weights when no epoch beat them) and
-    a JSON-able summary: ``val_loss_before`` (the starting model on ``val``), ``val_loss`` (best fine-tuned
-    epoch), ``pays`` (whether fine-tuning lowered the validation loss), the trainable layers, the training
+    a JSON-able summary: ``val_cross_entropy_before`` / ``val_loss_before`` (the starting model on ``val``),
+    ``val_cross_entropy`` / ``val_loss`` (the best fine-tuned epoch, by cross-entropy, as early stopping picks
+    it), ``pays`` (whether fine-tuning lowered the validation cross-entropy), the trainable layers, the training
     time and the history. With a ``checkpoint`` (``training.Checkpointer``) every epoch is saved to the store
     and a killed run resumes after its last finished epoch, from the same starting classifier; ``train`` then
     starts its order afresh, so only an unshuffled ``train`` resumes bit for bit.
@@ -156,16 +157,19 @@ def fine_tune(
             verbose=0,
         )
     seconds = time.perf_counter() - started
-    best_epoch = min(range(len(history)), key=lambda i: history[i]["val_loss"])
-    pays = history[best_epoch]["val_loss"] < before["loss"]
+    watched = f"val_{CROSS_ENTROPY}"  # what early stopping watches: L2 penalties are not part of the fit's quality
+    best_epoch = min(range(len(history)), key=lambda i: history[i][watched])
+    pays = history[best_epoch][watched] < before[CROSS_ENTROPY]
     if not pays:
         classifier.set_weights(start_weights)
     backbone.trainable = False  # what gets saved and served is a plain inference model again
     return classifier, {
         "pays": bool(pays),
         "val_loss_before": float(before["loss"]),
+        "val_cross_entropy_before": float(before[CROSS_ENTROPY]),
         "val_accuracy_before": float(before["accuracy"]),
         "val_loss": float(history[best_epoch]["val_loss"]),
+        "val_cross_entropy": float(history[best_epoch][watched]),
         "val_accuracy": float(history[best_epoch]["val_accuracy"]),
         "best_epoch": best_epoch,
         "epochs_run": len(history),

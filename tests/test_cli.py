@@ -131,7 +131,9 @@ def test_model_plane_commands_tune_with_hyperband_and_fine_tune(cli, tmp_path):
     assert tuned["trials"][2]["hp"] == min(tuned["trials"][:2], key=lambda t: t["val_loss"])["hp"]
     trained = _json(cli.invoke(app, ["train", "r1", "--target", "genre-cnn", "--json"]))
     outcome = trained["fine_tune"]
-    assert outcome["top_blocks"] == 1 and outcome["fine_tuned"] == (outcome["val_loss"] < outcome["val_loss_before"])
+    assert outcome["top_blocks"] == 1 and outcome["fine_tuned"] == (
+        outcome["val_cross_entropy"] < outcome["val_cross_entropy_before"]
+    )
 
 
 @pytest.mark.slow

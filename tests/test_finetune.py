@@ -74,7 +74,9 @@ def test_fine_tuning_changes_only_the_top_blocks_and_the_head():
                                learning_rate=1e-3, max_epochs=3)
     after = _weights_by_path(model)
     assert summary["pays"], summary  # a random backbone's top convolution learns the colours at once
-    assert summary["val_loss"] < summary["val_loss_before"]
+    assert summary["val_cross_entropy"] < summary["val_cross_entropy_before"]
+    # the kept epoch is the one early stopping watches for: the lowest validation cross-entropy
+    assert summary["val_cross_entropy"] == min(summary["history"]["val_cross_entropy"])
     changed = {path for path in before if not np.array_equal(before[path], after[path])}
     assert "block3_conv/kernel" in changed and any(p.startswith("fc2/") for p in changed)
     frozen = [p for p in before if p.startswith(("block1", "block2")) or p.startswith("block3_bn")]
@@ -92,7 +94,7 @@ def test_a_fine_tune_that_does_not_lower_the_validation_loss_is_undone():
     model, summary = fine_tune(model, wrong, _data(96, 2), kind="multiclass", top_blocks=2,
                                learning_rate=1e-2, max_epochs=2)
     assert not summary["pays"] and summary["epochs_run"] == 2
-    assert summary["val_loss"] > summary["val_loss_before"]
+    assert summary["val_cross_entropy"] > summary["val_cross_entropy_before"]
     after = _weights_by_path(model)
     assert all(np.array_equal(before[p], after[p]) for p in before)  # trained weights and BN statistics
 

@@ -124,7 +124,7 @@ def fine_tune_step(run_id: str, settings: Settings | None = None) -> dict:
         "fine-tune finished",
         run_id=ctx.run_id,
         pays=summary["pays"],
-        val_loss=summary["val_loss"],
-        val_loss_before=summary["val_loss_before"],
+        val_cross_entropy=summary["val_cross_entropy"],
+        val_cross_entropy_before=summary["val_cross_entropy_before"],
     )
     return result
