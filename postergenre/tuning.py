@@ -7,7 +7,7 @@ regularises the head, and on real posters its tuned heads memorised the training
 val 0.13) and lost to a linear probe on their own features. The default space (``"regularised"``) keeps the
 report's two hyperparameters and adds the first FC layer's width, the dropout rate, dropout on the input
 features, an L2 penalty, the learning rate, label smoothing, the batch size and input standardisation. A trial
-on cached features costs seconds, so the default is ``DEFAULT_TRIALS`` trials rather than the report's few.
+on cached features costs seconds, so a run's default is ``run_settings.DEFAULT_TRIALS`` (24) rather than the report's few.
 Trials are independent, so the orchestrator (Airflow) fans them out:
 ``plan_trials`` fixes every trial's hyperparameters and epoch budget from a seed before anything runs,
 ``run_trial`` trains one (skipping it when its result is already stored, so a re-run only does what is left)
@@ -36,9 +36,6 @@ log = get_logger(__name__)
 METHODS = ("random", "hyperband")
 SPACES = ("regularised", "report")
 DEFAULT_SPACE = "regularised"
-DEFAULT_TRIALS = 24
-"""Trials a search should get by default. ``bench_quality`` measured 11-16 s (7-11 CPU s) per trial on cached
-lite0 features of 3,477 training posters, 20 epochs at most, on a busy 2-core machine: 24 trials ~ 5 minutes."""
 HP_DEFAULTS: dict[str, float | bool] = {
     "first_units": 256,
     "dropout_rate": 0.5,

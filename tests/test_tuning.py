@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from postergenre.run_settings import DEFAULT_TRIALS, RunSettings
 from postergenre.storage import open_store
 from postergenre.training import HeadData
 from postergenre.tuning import (
-    DEFAULT_TRIALS,
     HP_DEFAULTS,
     fit_kwargs,
     hyperband_schedule,
@@ -155,6 +155,7 @@ def test_regularised_space_keeps_the_reports_and_adds_regularisers():
 def test_default_plan_samples_every_new_key_as_json_values():
     plan = plan_trials(DEFAULT_TRIALS, seed=3)
     assert plan == plan_trials(DEFAULT_TRIALS, seed=3) and len(plan) == DEFAULT_TRIALS >= 16
+    assert RunSettings(snapshot_id="s").n_trials == DEFAULT_TRIALS  # what a run gets unless told otherwise
     keys = set(search_space().get_config()["values"])
     for trial in plan:
         assert set(trial["hp"]) == keys
