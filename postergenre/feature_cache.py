@@ -16,8 +16,9 @@ import numpy as np
 from postergenre.snapshots import validate_snapshot_id
 from postergenre.storage import ObjectStore
 
-# Bump when the letterbox, the backbones' preprocessing or the file layout changes: old caches then miss.
-CACHE_VERSION = "v1"
+# Bump when the letterbox, the decoding, the backbones' preprocessing or the file layout changes: old caches then
+# miss. v2: posters are decoded with their EXIF orientation applied (a v1 cache may hold them unrotated).
+CACHE_VERSION = "v2"
 _SPLIT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from postergenre import registry
 from postergenre.cli import app
 from postergenre.config import Settings
+from postergenre.feature_cache import CACHE_VERSION
 from postergenre.genres import CNN_MODEL as CNN
 from postergenre.genres import model_name
 from postergenre.run_settings import RunSettings as RetrainConfig
@@ -97,7 +98,7 @@ def test_first_run_records_everything_and_the_forced_champion_is_audited(world):
     assert "snap" in str(lineage) and "tiny" in str(lineage)
     recorded = lineage.get("lineage", lineage)
     assert recorded["backbone"] == "tiny" and recorded["weights_id"] == "none"
-    assert recorded["feature_key"].startswith("features/v1/snap/tiny/none/")
+    assert recorded["feature_key"].startswith(f"features/{CACHE_VERSION}/snap/tiny/none/")
 
 
 def test_finished_trials_are_not_trained_again(world, monkeypatch):
