@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from postergenre.airflow_pools import GPU_POOL
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yaml"
@@ -270,11 +272,15 @@ def test_default_worker_never_takes_the_gpu_queue(services: dict[str, Any]) -> N
     assert "deploy" not in worker
 
 
-def test_gpu_pool_is_created_with_the_configured_size(services: dict[str, Any]) -> None:
+def test_gpu_tasks_use_the_pool_init_creates_with_the_configured_size(services: dict[str, Any]) -> None:
     init = services["airflow-init"]
     script = init["command"][-1]
-    assert re.search(r"airflow pools set postergenre_gpu \"\$\{?POSTERGENRE_GPU_POOL_SLOTS", script)
+    assert re.search(r"airflow pools set \"\$\{?POSTERGENRE_GPU_POOL\}?\" \"\$\{?POSTERGENRE_GPU_POOL_SLOTS", script)
     assert int(init["environment"]["POSTERGENRE_GPU_POOL_SLOTS"]) >= 1
+    # Unset, the GPU tasks would run in default_pool: every role that parses or runs the DAG names the pool
+    assert init["environment"]["POSTERGENRE_GPU_POOL"] == GPU_POOL
+    for role in ("airflow-scheduler", "airflow-dag-processor", "airflow-worker", "airflow-worker-gpu"):
+        assert services[role]["environment"]["POSTERGENRE_GPU_POOL"] == GPU_POOL, role
     assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
     assert "postergenre db upgrade" in script
 

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from postergenre.airflow_pools import GPU_POOL
 from postergenre.config import Settings
 
 ADMIN_USER = "admin"
@@ -122,6 +123,7 @@ def airflow_env(settings: Settings, repo_root: Path, *, port: int = 8080) -> dic
         "POSTERGENRE_STORE_URL": settings.store_url,
         "POSTERGENRE_REGISTRY_URL": settings.registry_url,
         "POSTERGENRE_DB_URL": settings.db_url,
+        "POSTERGENRE_GPU_POOL": GPU_POOL,  # created by the launcher / the test stack, as airflow-init does
         **task_start_env(settings),
     }
 
