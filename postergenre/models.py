@@ -12,6 +12,7 @@ features, a tunable dropout rate, L2 penalties and label smoothing (all off by d
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,30 @@ DROPOUT_RATE = 0.5
 HeadKind = Literal["multiclass", "binary"]
 CROSS_ENTROPY = "cross_entropy"
 """Name of the plain cross-entropy metric: ``val_cross_entropy`` is what early stopping and tuning compare."""
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without importing TensorFlow when Keras runs on another backend.
+
+    Keras seeds TensorFlow whenever it is installed (for ``tf.data``), and that import alone cost every head task
+    on JAX 3-5 s and ~300 MB (benchmarks/bench_orchestration.py). Head steps feed numpy arrays, never ``tf.data``,
+    so off TensorFlow its seed is set only if something imported TensorFlow already. Python's, NumPy's and
+    Keras' own seeds are set as always.
+    """
+    lazy_tf = getattr(getattr(keras.src.utils, "module_utils", None), "tensorflow", None)
+    skip_tf = (
+        keras.backend.backend() != "tensorflow"
+        and "tensorflow" not in sys.modules
+        and getattr(lazy_tf, "_available", False) is None  # not probed yet (the attribute is Keras-internal)
+    )
+    if not skip_tf:
+        keras.utils.set_random_seed(seed)
+        return
+    lazy_tf._available = False
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        lazy_tf._available = None  # a later, real TensorFlow user still finds it
 
 
 class WeightsUnavailable(RuntimeError):

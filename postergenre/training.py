@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 
 from postergenre.labels import SPLITS, one_hot
-from postergenre.models import CROSS_ENTROPY, DROPOUT_RATE, FIRST_UNITS, HeadKind, build_head, compile_head
+from postergenre.models import (
+    CROSS_ENTROPY,
+    DROPOUT_RATE,
+    FIRST_UNITS,
+    HeadKind,
+    build_head,
+    compile_head,
+    set_random_seed,
+)
 from postergenre.storage import NotFound, ObjectStore
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -367,7 +375,7 @@ def fit_head(
     """
     if max_epochs < 1 or batch_size < 1:
         raise ValueError("max_epochs and batch_size must be >= 1")
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     head = build_head(
         data.input_dim,
         units=units,

@@ -14,7 +14,7 @@ from postergenre.feature_cache import CACHE_VERSION
 from postergenre.genres import CNN_MODEL as CNN
 from postergenre.genres import model_name
 from postergenre.run_settings import RunSettings as RetrainConfig
-from postergenre.steps.context import load_run
+from postergenre.steps.context import load_npz, load_run, store_npz
 from postergenre.steps.embed import embed_step
 from postergenre.steps.evaluate import evaluate_step
 from postergenre.steps.finetune import fine_tune_step
@@ -291,3 +291,23 @@ def test_versions_describe_themselves(world):
     assert lineage["code_version"] and "git_sha" in lineage and "image_digest" in lineage
     assert forced["artifact_check"]["ok"] is True and forced["artifact_check"]["posters"] == 8
     print(f"artefact check of a real candidate: max |diff| {forced['artifact_check']['max_abs_diff']}")
+
+
+def test_the_artefact_check_posters_are_decoded_at_embed_as_serving_decodes_them(world):
+    """Embed (TensorFlow) stages the check's test posters, so a promote task on JAX needs no TensorFlow; they
+    are exactly what decoding them at check time gives, and a run without them still gets checked."""
+    from postergenre.steps.verify import check_artifact, decode_posters, sample_rows
+
+    settings, _, _, forced = world
+    ctx = load_run("run-a", settings)
+    staged = load_npz(ctx.store, ctx.layout.check_posters)
+    test_ids = ctx.features["test"][0]
+    assert np.array_equal(staged["movie_ids"], test_ids[sample_rows(len(test_ids))]) and len(staged["movie_ids"]) == 8
+    assert np.array_equal(staged["images"], decode_posters(ctx, staged["movie_ids"], CONFIG["image_size"]))
+    predictions = load_npz(ctx.store, ctx.layout.candidate(CNN, "predictions.npz"))
+    ctx.store.delete(ctx.layout.check_posters)
+    try:
+        decoded_now = check_artifact(ctx, CNN, forced["version"], predictions)
+    finally:
+        store_npz(ctx.store, ctx.layout.check_posters, **staged)
+    assert decoded_now == {k: v for k, v in forced["artifact_check"].items() if k in decoded_now}

@@ -11,6 +11,7 @@ from postergenre.config import Settings
 from postergenre.labels import SPLITS
 from postergenre.log import get_logger
 from postergenre.steps.context import load_run
+from postergenre.steps.verify import stage_check_posters
 
 log = get_logger(__name__)
 
@@ -64,9 +65,11 @@ def embed_step(run_id: str, settings: Settings | None = None) -> dict:
     if not ctx.store.exists(ctx.backbone_weights_key):  # computed here, or cached before weights were kept
         ctx.keep_backbone_weights(backbone or ctx.build_backbone())
     ctx.store.put_json(ctx.layout.features, {"feature_key": key, "splits": objects})
+    staged = stage_check_posters(ctx, ctx.features["test"][0])  # decoded here, where TensorFlow already runs
     return {
         "run_id": ctx.run_id,
         "feature_key": key,
         "splits": counts,
+        "check_posters": staged,
         "seconds": round(time.perf_counter() - started, 2),
     }

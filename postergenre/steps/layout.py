@@ -44,6 +44,11 @@ class RunLayout:
         return self._key("features.json")
 
     @property
+    def check_posters(self) -> str:
+        """The artefact check's test posters, decoded as serving decodes them (``steps.verify``)."""
+        return self._key("check_posters.npz")
+
+    @property
     def plan(self) -> str:
         return self._key("plan.json")
 
