@@ -8,9 +8,12 @@ retrain used 150-178 CPU-s without the preload, 97-120 with it). ``airflow_local
 worker only: the api-server, dag-processor, triggerer and every ``airflow`` CLI call stay as lean as before.
 
 What is preloaded is third-party only, never postergenre (a long-lived preloaded copy would hide edits to the
-library from tasks until a restart) and never Keras, JAX or TensorFlow: Keras fixes its backend at import and
-head tasks (JAX) and pixel tasks (TensorFlow) share the workers, and both frameworks start thread pools that a
-bare ``fork`` does not carry over (``jax.devices()`` alone starts 12 threads). The libraries here start no
+library from tasks until a restart) and never Keras or TensorFlow: Keras fixes its backend at import and head
+tasks (JAX) and pixel tasks (TensorFlow) share the workers, and TensorFlow starts thread pools at import that a
+bare ``fork`` does not carry over. JAX is imported but never initialised: importing it starts no thread (its
+backends, ``jax.devices()`` and its 12 threads, start on first use, in the task), and it is most of Keras'
+import in a head task (``import keras, keras_tuner`` in a forked child: 3-4 s -> 1.4-1.9 s on a loaded 2-core
+box). The libraries here start no
 threads at import but OpenBLAS's (numpy, scipy) and jemalloc's background thread (pyarrow), which
 re-initialise in a forked child (``pthread_atfork`` handlers): 30 forks in a row each ran BLAS, pandas, Parquet,
 scikit-learn and boto3 work to the end. numpy is what Airflow's own Celery integration preloads too. This module
@@ -41,10 +44,13 @@ PRELOAD = (
     "s3transfer.manager",
     "sqlalchemy",
     "pydantic",
+    "jax",
+    "jax.numpy",
+    "jax.experimental.pallas.ops.tpu.splash_attention",  # what Keras' JAX backend imports (0.5 s)
 )
 """What head tasks import before their step runs (``python -X importtime``, bench_orchestration)."""
-FORBIDDEN = ("tensorflow", "jax", "keras", "torch", "postergenre.steps")
-"""Never in a forking parent: see the module docstring. Checked after preloading."""
+FORBIDDEN = ("tensorflow", "keras", "torch", "postergenre.steps")
+"""Never in a forking parent: see the module docstring. Checked after preloading, with JAX's backends."""
 PRELOAD_ENV = "POSTERGENRE_AIRFLOW_PRELOAD"
 """``0`` turns the preload off (to measure it, or to rule it out)."""
 
@@ -83,8 +89,13 @@ def preload(modules: Sequence[str] = PRELOAD) -> dict[str, float]:
 
 
 def loaded_forbidden() -> list[str]:
-    """Forbidden modules a preload pulled in (a library started importing a framework at top level)."""
-    return sorted({m for m in sys.modules for f in FORBIDDEN if m == f or m.startswith(f + ".")})
+    """Forbidden modules a preload pulled in (a library started importing a framework at top level), and
+    ``jax backends`` if something initialised JAX (its threads would not survive the fork)."""
+    leaked = sorted({m for m in sys.modules for f in FORBIDDEN if m == f or m.startswith(f + ".")})
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if getattr(bridge, "_backends", None):  # private, hence getattr: empty until the first device use
+        leaked.append("jax backends")
+    return leaked
 
 
 def install(argv: Sequence[str] | None = None) -> dict[str, float]:
