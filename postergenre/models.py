@@ -29,6 +29,28 @@ CROSS_ENTROPY = "cross_entropy"
 """Name of the plain cross-entropy metric: ``val_cross_entropy`` is what early stopping and tuning compare."""
 
 
+def _lazy_tensorflow():
+    """Keras' lazy TensorFlow module (internal, hence looked up defensively): probing it imports TensorFlow."""
+    return getattr(getattr(keras.src.utils, "module_utils", None), "tensorflow", None)
+
+
+def keras_without_tensorflow() -> bool:
+    """Make Keras treat TensorFlow as absent for the rest of this process, if it runs on another backend and
+    nothing imported TensorFlow yet; returns whether it now does.
+
+    For head tasks only (``task_guards.head_backend``): they feed numpy arrays, never ``tf.data``. Keras probes
+    TensorFlow, importing it, to seed ``tf.data`` and to recognise ``tf.TensorShape`` while saving a model: 3-5 s
+    and ~300 MB per head task on JAX (benchmarks/bench_orchestration.py). Code that imports TensorFlow itself
+    still can; Keras just does not hand it TensorFlow objects.
+    """
+    lazy_tf = _lazy_tensorflow()
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules or lazy_tf is None:
+        return False
+    if getattr(lazy_tf, "_available", None) is None:
+        lazy_tf._available = False
+    return lazy_tf._available is False
+
+
 def set_random_seed(seed: int) -> None:
     """``keras.utils.set_random_seed``, without importing TensorFlow when Keras runs on another backend.
 
@@ -37,7 +59,7 @@ def set_random_seed(seed: int) -> None:
     so off TensorFlow its seed is set only if something imported TensorFlow already. Python's, NumPy's and
     Keras' own seeds are set as always.
     """
-    lazy_tf = getattr(getattr(keras.src.utils, "module_utils", None), "tensorflow", None)
+    lazy_tf = _lazy_tensorflow()
     skip_tf = (
         keras.backend.backend() != "tensorflow"
         and "tensorflow" not in sys.modules

@@ -32,9 +32,15 @@ def use_keras_backend(backend: str) -> str:
 
 
 def head_backend() -> str:
-    """Trials, training on cached features, evaluation and promotion: a light backend (default JAX on CPU);
-    the pixel tasks (embed, fine-tune) keep TensorFlow and tf.data."""
-    return use_keras_backend(os.environ.get(HEAD_BACKEND_ENV, "jax"))
+    """Trials, training on cached features, evaluation and promotion: a light backend (default JAX on CPU),
+    without Keras importing TensorFlow behind it; the pixel tasks (embed, fine-tune) keep TensorFlow and
+    tf.data."""
+    backend = use_keras_backend(os.environ.get(HEAD_BACKEND_ENV, "jax"))
+    if backend != "tensorflow":
+        from postergenre.models import keras_without_tensorflow
+
+        keras_without_tensorflow()
+    return backend
 
 
 def pixel_backend() -> str:

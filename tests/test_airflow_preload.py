@@ -3,9 +3,11 @@ still runs Keras on JAX and TensorFlow after it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,15 @@ def test_a_forked_task_runs_keras_on_jax_and_on_tensorflow_after_the_preload():
     env = {"POSTERGENRE_AIRFLOW_PRELOAD": "1", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_head_task_trains_saves_and_loads_models_without_importing_tensorflow():
+    """head_backend(): Keras on JAX, and Keras never imports TensorFlow behind it (to seed tf.data, or to
+    recognise tf.TensorShape while saving): 3-5 s and ~300 MB per head task."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    probe = Path(__file__).parent / "support" / "head_task_probe.py"
+    done = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "jax" and lines[-1].startswith("tf imported: False"), done.stdout
