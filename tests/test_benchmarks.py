@@ -12,7 +12,7 @@ def test_backbone_throughput_bench_runs_every_contender(capsys):
     assert "x of the embed pass" in capsys.readouterr().out
 
 
-def test_orchestration_bench_help_and_arguments(capsys):
+def test_orchestration_bench_help_and_arguments(capsys, tmp_path):
     """Only the command line: the benchmark itself starts S3 and Airflow and runs for minutes."""
     import pytest
 
@@ -31,6 +31,10 @@ def test_orchestration_bench_help_and_arguments(capsys):
     assert args.ova_genres == ["Comedy", "Drama"] and args.parallelism == 2
     assert bench_orchestration.run_settings(args)["n_trials"] == 2
     assert bench_orchestration.targets_of(args.ova_genres) == ["genre-cnn", "Comedy", "Drama"]
+    assert not args.cold_jax and bench_orchestration.parse_args(["--cold-jax"]).cold_jax
+    jax_env = bench_orchestration.stack_jax_cache(tmp_path)  # the very cache the stack's tasks will use
+    assert jax_env["KERAS_BACKEND"] == "jax"
+    assert jax_env["JAX_COMPILATION_CACHE_DIR"] == str((tmp_path / "airflow" / "airflow" / "cache" / "jax").resolve())
     for bad in (["--movies", "0"], ["--parallelism", "0"], ["--stack-env", "NOVALUE"]):
         with pytest.raises(SystemExit):
             bench_orchestration.parse_args(bad)
