@@ -337,7 +337,9 @@ def _ova_frame(draw: _OvaDraw, genre: int, **extra: np.ndarray) -> pd.DataFrame:
     )
 
 
-def ova_sets(labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7) -> dict[str, pd.DataFrame]:
+def ova_sets(
+    labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7, *, draw: int = 0
+) -> dict[str, pd.DataFrame]:
     """Per genre, a binary set (movie_id, label, split) sorted by (split in SPLITS order, movie_id).
 
     Built split by split from that split's movies only, so no movie crosses splits: all of the split's
@@ -351,9 +353,15 @@ def ova_sets(labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7) -> di
     as a window of that shuffle at its own random offset. A window of a uniform shuffle is a uniform
     random subset, so each set is sampled exactly as if alone; sets of different genres are merely not
     independent of each other, which no binary classifier can see. It keeps 19 sets at ~1ms each.
+
+    ``draw`` > 0 gives another draw of the same design on its own stream (``members``' bags); 0 is the dataset's.
     """
-    draw = _draw_ova(labels, np.random.default_rng([seed, _OVA]), negative_ratio)
-    return {GENRES[genre]: _ova_frame(draw, genre) for genre in draw.picks}
+    picked = _draw_ova(labels, _ova_rng(seed, _OVA, draw), negative_ratio)
+    return {GENRES[genre]: _ova_frame(picked, genre) for genre in picked.picks}
+
+
+def _ova_rng(seed: int, stream: int, draw: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream] if draw == 0 else [seed, stream, draw])
 
 
 # ---- the weighted balance --------------------------------------------------------------------------------
@@ -391,7 +399,7 @@ def class_weights(labels: pd.DataFrame) -> np.ndarray:
 
 
 def weighted_ova_train(
-    labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7
+    labels: pd.DataFrame, seed: int, negative_ratio: float = 0.7, *, draw: int = 0
 ) -> dict[str, pd.DataFrame]:
     """Per genre, the ``weighted`` OvA train set (movie_id, label, split, weight), sorted by movie_id.
 
@@ -399,18 +407,18 @@ def weighted_ova_train(
     quota of ``round(n_pos * r / (1 - r))`` negatives per other genre, all of a genre that runs short),
     on its own random stream. Weights then restore the design in the loss: positives carry a share 1 - r
     of the total weight, each negative genre present an equal part of r (so a short negative genre is
-    weighted up); the mean weight is 1.
+    weighted up); the mean weight is 1. ``draw`` as in ``ova_sets``.
     """
     train = labels[split_codes(labels) == 0]
-    draw = _draw_ova(train, np.random.default_rng([seed, _OVA_WEIGHTED]), negative_ratio)
+    picked = _draw_ova(train, _ova_rng(seed, _OVA_WEIGHTED, draw), negative_ratio)
     sets = {}
-    for genre, keep in draw.picks.items():
-        codes = draw.codes[keep]
+    for genre, keep in picked.picks.items():
+        codes = picked.codes[keep]
         groups = np.where(codes == genre, _N, codes)  # positives form group _N, negatives one group per genre
         negative_genres = np.unique(codes[codes != genre]).size
         shares = np.full(_N + 1, negative_ratio / max(negative_genres, 1))
         shares[_N] = 1 - negative_ratio
-        sets[GENRES[genre]] = _ova_frame(draw, genre, weight=arrays.group_weights(groups, shares))
+        sets[GENRES[genre]] = _ova_frame(picked, genre, weight=arrays.group_weights(groups, shares))
     return sets
 
 

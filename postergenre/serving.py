@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from postergenre import registry
-from postergenre.calibration import IDENTITY, Platt, apply_platt
+from postergenre.calibration import (
+    ARGMAX_VAL_FILE,
+    IDENTITY,
+    Platt,
+    apply_platt,
+    fit_joint_members,
+    read_argmax_val,
+)
 from postergenre.config import Settings, get_settings
 from postergenre.genres import CNN_MODEL, GENRES, OVA_MODEL_PREFIX
 from postergenre.provenance import serving_key
@@ -44,6 +51,8 @@ class Champion:
     metrics: dict
     signature: dict | None = None
     """``signature.json`` of the version (None for versions registered before signatures)."""
+    argmax_val: tuple | None = None
+    """An OvA member's validation rows (``calibration.ARGMAX_VAL_FILE``), for the joint argmax calibration."""
 
     @property
     def image_size(self) -> int:
@@ -60,13 +69,41 @@ def _load_champion(store: ObjectStore, settings: Settings, name: str) -> Champio
     metrics = registry.show_version(store, name, version)["metrics"]
     try:
         model = load_version_model(store, name, version, settings)
-        signature = _signature(local_version(store, name, version, settings), name, version)
+        folder = local_version(store, name, version, settings)
+        signature = _signature(folder, name, version)
+        argmax_val = _argmax_val(folder, name, version)
     except (registry.RegistryError, StoreError):  # already one-line errors that name what failed
         raise
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ... for a broken .keras file
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ServingError(f"{name} {version}: model.keras cannot be loaded ({detail})") from None
-    return Champion(model, version, metrics, signature)
+    return Champion(model, version, metrics, signature, argmax_val)
+
+
+def _argmax_val(folder: Path, name: str, version: str) -> tuple | None:
+    path = folder / ARGMAX_VAL_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_argmax_val(path.read_bytes())
+    except ValueError as exc:
+        raise ServingError(f"{name} {version}: {ARGMAX_VAL_FILE} is unusable ({exc})") from None
+
+
+def argmax_calibrations(members: dict[str, tuple[str, Champion]]) -> tuple[str, dict[str, Platt]]:
+    """How the ensemble's argmax reads each member: vector scaling fitted jointly on the members' validation rows
+    when every member carries them for the same movies (members of one run), else each member's own Platt
+    calibration (identity for versions registered without one)."""
+    rows = {g: c.argmax_val for g, (_, c) in members.items()}
+    if all(r is not None for r in rows.values()):
+        joint = fit_joint_members(rows)
+        if joint is not None:
+            return "vector-scaling", joint
+    platt = {
+        g: Platt.from_dict(c.metrics["calibration"]) if "calibration" in c.metrics else IDENTITY
+        for g, (_, c) in members.items()
+    }
+    return "platt", platt
 
 
 def _signature(folder: Path, name: str, version: str) -> dict | None:
@@ -226,10 +263,7 @@ def _predict_ova(store, settings, paths, keep, errors) -> dict:
     _same_signature(members)
     image_size = next(iter(members.values()))[1].image_size
     thresholds = {g: _threshold(c, name) for g, (name, c) in members.items()}
-    calibrations = {
-        g: Platt.from_dict(c.metrics["calibration"]) if "calibration" in c.metrics else IDENTITY
-        for g, (_, c) in members.items()
-    }
+    method, calibrations = argmax_calibrations(members)
     decoded, images = _decode(paths, keep, image_size, settings, errors)
     predicted = {}
     if images is not None:
@@ -245,6 +279,7 @@ def _predict_ova(store, settings, paths, keep, errors) -> dict:
                 ],
                 # calibrated on val, so members with different base rates compare like with like
                 "argmax": max(probs, key=lambda g: float(apply_platt(np.array([probs[g]]), calibrations[g])[0])),
+                "argmax_calibration": method,
             }
     return {
         "model": OVA,

@@ -13,6 +13,8 @@ from postergenre.calibration import (
     calibrate_matrix,
     fit_members,
     fit_platt,
+    fit_vector_scaling,
+    vector_scaling_nll,
 )
 
 
@@ -89,3 +91,53 @@ def test_calibration_fixes_an_argmax_skewed_by_one_overconfident_member(rng):
     assert np.bincount(fixed, minlength=3).min() > 0.25 * len(fixed)
     with pytest.raises(ValueError, match="one calibration per column"):
         calibrate_matrix(s_test, platt[:2])
+
+
+def _skewed_members(rng, n, k=4):
+    """Members of ``k`` classes: equally informative logits, each distorted by its own scale and bias."""
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 2.0 * np.eye(k)[y]
+    scale, shift = np.linspace(0.3, 2.0, k), np.linspace(2.0, -2.0, k)
+    return y, _sigmoid(logits * scale + shift)
+
+
+def test_vector_scaling_lowers_the_multiclass_nll_and_beats_independent_platt(rng):
+    y_val, s_val = _skewed_members(rng, 5000)
+    y_test, s_test = _skewed_members(rng, 5000)
+    k = s_val.shape[1]
+    joint, platt = fit_vector_scaling(s_val, y_val), fit_members(s_val, y_val)
+    identity = [IDENTITY] * k
+    assert vector_scaling_nll(s_val, y_val, joint) < vector_scaling_nll(s_val, y_val, platt)
+    assert vector_scaling_nll(s_val, y_val, joint) < vector_scaling_nll(s_val, y_val, identity) - 0.1
+    assert vector_scaling_nll(s_test, y_test, joint) < vector_scaling_nll(s_test, y_test, identity) - 0.1
+    # The distortion is undone: a_j * scale_j is one common temperature, the argmax is close to the ideal one.
+    a = np.array([c.a for c in joint]) * np.linspace(0.3, 2.0, k)
+    assert a.max() / a.min() < 1.15
+    fixed = calibrate_matrix(s_test, joint).argmax(1)
+    assert np.mean(fixed == y_test) > np.mean(s_test.argmax(1) == y_test) + 0.1
+    assert all(c.a >= 0 for c in joint)  # increasing maps: each member keeps its ranking
+
+
+def test_vector_scaling_is_deterministic_identity_safe_and_stored_like_platt(rng):
+    # Members that already are softmax-calibrated logits: the fit stays at the identity.
+    n, k = 20000, 3
+    z = rng.normal(0, 1, (n, k))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = (rng.random(n)[:, None] > p.cumsum(1)).sum(1)
+    joint = fit_vector_scaling(_sigmoid(z), y)
+    assert all(c.a == pytest.approx(1, abs=0.05) for c in joint)
+    bs = np.array([c.b for c in joint])
+    assert np.ptp(bs) < 0.05  # a common shift of every logit changes nothing in a softmax
+    assert fit_vector_scaling(_sigmoid(z), y) == joint
+    assert [Platt.from_dict(json.loads(json.dumps(c.to_dict()))) for c in joint] == joint
+    # Nothing to gain (uninformative members, one row per class) gives the identity exactly.
+    assert fit_vector_scaling(np.full((3, 3), 0.5), [0, 1, 2]) == [IDENTITY] * 3
+    # A class with no validation row stays finite.
+    y_small, s_small = _skewed_members(rng, 200)
+    s_small[:, 3], y_small[y_small == 3] = 0.01, 0
+    fitted = fit_vector_scaling(s_small, y_small)
+    assert np.isfinite([[c.a, c.b] for c in fitted]).all()
+    with pytest.raises(ValueError, match="class indices"):
+        fit_vector_scaling(s_small, y_small + 4)
+    with pytest.raises(ValueError, match=r"\(n, K\)"):
+        fit_vector_scaling(s_small[:, 0], y_small)

@@ -311,3 +311,35 @@ def test_the_artefact_check_posters_are_decoded_at_embed_as_serving_decodes_them
     finally:
         store_npz(ctx.store, ctx.layout.check_posters, **staged)
     assert decoded_now == {k: v for k, v in forced["artifact_check"].items() if k in decoded_now}
+
+
+def test_ova_members_are_bags_of_the_reports_sets_without_label_smoothing(world):
+    """A member trains MEMBER_BAGS heads on draws of its 70/30 set, with smoothing off, and lineage and the report
+    say so."""
+    from postergenre.members import MEMBER_BAGS
+
+    settings = world[0]
+    ctx = load_run("run-a", settings)
+    name = model_name("Western")
+    candidate = ctx.store.get_json(ctx.layout.candidate(name))
+    training = candidate["training"]
+    assert training["bags"] == MEMBER_BAGS and len(training["bag_summaries"]) == MEMBER_BAGS
+    assert "70/30" in training["sets"] and training["hp"]["label_smoothing"] == 0.0
+    assert candidate["hp"].get("label_smoothing", 0.0) == 0.0
+    version = registry.list_versions(_registry(settings), name)[-1]["version"]
+    lineage = registry.show_version(_registry(settings), name, version)["lineage"]
+    assert lineage.get("lineage", lineage)["training"]["bags"] == MEMBER_BAGS
+    # The registered model is self-contained: its head is the mean of the bags (unless the probe won on val) and
+    # gives the stored scores on the cached features.
+    from postergenre.model_cache import load_version_model
+
+    head = load_version_model(_registry(settings), name, version, settings).get_layer("head")
+    if candidate["head"] == "mlp":
+        assert [layer.name for layer in head.layers if layer.name.startswith("bag_")] == [
+            f"bag_{k}" for k in range(MEMBER_BAGS)]
+    predictions = load_npz(ctx.store, ctx.layout.candidate(name, "predictions.npz"))
+    ids, features = ctx.features["val"]
+    rows = np.searchsorted(ids, predictions["val_ids"]) if np.all(np.diff(ids) > 0) else [
+        list(ids).index(i) for i in predictions["val_ids"]]
+    np.testing.assert_allclose(head.predict(features[rows].astype(np.float32), verbose=0), predictions["val"],
+                               atol=1e-5)

@@ -10,6 +10,7 @@ from hostile_checks import huge_png
 from PIL import Image
 
 from postergenre import registry
+from postergenre.calibration import Platt
 from postergenre.genres import GENRES
 from postergenre.serving import CNN, NoChampion, ServingError, predict_posters
 from postergenre.storage import open_store
@@ -26,7 +27,8 @@ def tiny_model(outputs: int, activation: str):
 
 
 def register_champion(
-    settings, tmp_path, name: str, metrics: dict, *, outputs: int, activation: str, signature: dict | None = None
+    settings, tmp_path, name: str, metrics: dict, *, outputs: int, activation: str, signature: dict | None = None,
+    extra_files: dict | None = None,
 ) -> str:
     """Save a tiny Keras model as ``name``'s champion (with ``signature.json`` when given); returns its version."""
     import json
@@ -35,6 +37,7 @@ def register_champion(
     tiny_model(outputs, activation).save(path)
     store = open_store(settings.registry_url)
     files = {"model.keras": path, **({"signature.json": json.dumps(signature).encode()} if signature else {})}
+    files.update(extra_files or {})
     version = registry.register_version(
         store, name, files=files, metrics=metrics, lineage={"test": True}, version="v1"
     )["version"]
@@ -195,3 +198,56 @@ def test_ova_serves_the_true_genre_thresholds_and_a_calibrated_argmax(settings, 
     row = predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)["predictions"][0]
     assert [g["genre"] for g in row["genres"]] == ["Drama"] and row["genres"][0]["threshold"] == 0.0
     assert row["argmax"] == "Drama"
+
+
+def _val_rows(rng, n=600):
+    """Validation rows of two members on the same movies; Drama's scores are inflated by +3 logits."""
+    y = rng.integers(0, 2, n)
+    logits = rng.normal(0, 1, (n, 2)) + 1.5 * np.eye(2)[y]
+    logits[:, 0] += 3.0
+    ids = np.arange(1000, 1000 + n)
+    return {g: (ids, 1 / (1 + np.exp(-logits[:, j])), (y == j).astype(np.int8)) for j, g in enumerate(("Drama", "War"))}
+
+
+def test_the_argmax_calibration_is_fitted_jointly_for_one_runs_members_else_platt():
+    from postergenre.calibration import fit_joint_members
+    from postergenre.serving import Champion, argmax_calibrations
+
+    rows = _val_rows(np.random.default_rng(0))
+    platt = {"calibration": {"a": 1.0, "b": -3.0}}
+
+    def members(rows_of):
+        return {g: (g, Champion(None, "v1", platt, None, rows_of(g))) for g in ("Drama", "War")}
+
+    method, joint = argmax_calibrations(members(rows.get))
+    assert method == "vector-scaling" and joint == fit_joint_members(rows)
+    assert joint["Drama"].b - joint["War"].b < -2  # the inflation is taken out
+    shifted = {**rows, "War": (rows["War"][0] + 1, *rows["War"][1:])}  # another run's movies
+    for rows_of in (shifted.get, lambda g: rows[g] if g == "Drama" else None):
+        method, calibrations = argmax_calibrations(members(rows_of))
+        assert method == "platt" and calibrations["War"] == Platt(1.0, -3.0)
+
+
+def test_ova_serves_the_joint_calibration_from_the_registered_val_rows(settings, tmp_path):
+    from postergenre.calibration import ARGMAX_VAL_FILE, argmax_val_bytes
+
+    rows = _val_rows(np.random.default_rng(1))
+    for genre in ("Drama", "War"):
+        register_champion(settings, tmp_path, registry.ova_model_name(genre), {"threshold": 0.5}, outputs=1,
+                          activation="sigmoid", signature=_signature(genre, "efficientnetv2b0"),
+                          extra_files={ARGMAX_VAL_FILE: argmax_val_bytes(*rows[genre])})
+    (tmp_path / "p.png").write_bytes(_png())
+    row = predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)["predictions"][0]
+    assert row["argmax_calibration"] == "vector-scaling" and row["argmax"] in ("Drama", "War")
+
+
+def test_an_unusable_argmax_val_file_names_its_member(settings, tmp_path):
+    from postergenre.calibration import ARGMAX_VAL_FILE
+
+    for genre in ("Drama", "War"):
+        register_champion(settings, tmp_path, registry.ova_model_name(genre), {"threshold": 0.5}, outputs=1,
+                          activation="sigmoid", signature=_signature(genre, "efficientnetv2b0"),
+                          extra_files={ARGMAX_VAL_FILE: b"not an npz"})
+    (tmp_path / "p.png").write_bytes(_png())
+    with pytest.raises(ServingError, match=f"v1: {ARGMAX_VAL_FILE} is unusable"):
+        predict_posters([tmp_path / "p.png"], model="genre-ova", settings=settings)

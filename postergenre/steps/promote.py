@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from postergenre import registry
+from postergenre.calibration import ARGMAX_VAL_FILE, argmax_val_bytes
 from postergenre.config import Settings
 from postergenre.genres import CNN_MODEL, model_name, normalise_genre
 from postergenre.log import get_logger
@@ -107,6 +108,13 @@ def promote_step(
         raise ValueError("force_promote needs a reason, recorded in the alias log")
     candidate = ctx.store.get_json(layout.candidate(name))
     version = registry.run_version_id(ctx.run_id)
+    files: dict = {"signature.json": json.dumps(signature_of(ctx, name, target), indent=2).encode()}
+    if name != CNN_MODEL:  # a member's val rows, for the joint calibration of the ensemble's argmax in serving
+        predictions = load_npz(ctx.store, layout.candidate(name, "predictions.npz"))
+        if "val_is_genre" in predictions:
+            files[ARGMAX_VAL_FILE] = argmax_val_bytes(
+                predictions["val_ids"], predictions["val"][:, 0], predictions["val_is_genre"]
+            )
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.keras"
         ctx.store.download_file(layout.candidate(name, "model.keras"), model_path)
@@ -114,10 +122,7 @@ def promote_step(
             registry.register_version(
                 ctx.registry_store,
                 name,
-                files={
-                    "model.keras": model_path,
-                    "signature.json": json.dumps(signature_of(ctx, name, target), indent=2).encode(),
-                },
+                files={"model.keras": model_path, **files},
                 metrics=candidate["metrics"],
                 lineage=lineage_of(ctx, candidate),
                 decision=decision,

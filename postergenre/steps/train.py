@@ -88,15 +88,21 @@ def choose_head(head, probe, proba_head: dict, proba_probe: dict, data, kind: st
     return head, "mlp", scores
 
 
+def val_is_genre(ctx, genre: str, val_ids: np.ndarray) -> np.ndarray:
+    """0/1 per multi-class val movie: is its collapsed genre ``genre`` (what the argmax calibrations fit)."""
+    genre_of = ctx.labels.set_index("movie_id")["genre"].astype(str)
+    return (genre_of.loc[val_ids].to_numpy() == genre).astype(np.int8)
+
+
 def member_scoring(ctx, genre: str, val_ids: np.ndarray, val_scores: np.ndarray) -> dict:
     """How an OvA member's scores are read at ensemble level, both fitted on the val split: a Platt
-    calibration against the collapsed label (so an argmax across members compares like with like) and the
-    threshold on its true genre lists (multi-label output)."""
+    calibration against the collapsed label (so an argmax across members compares like with like; the joint
+    vector scaling of all members, ``calibration.fit_joint_members``, is fitted where they meet: the report and
+    serving) and the threshold on its true genre lists (multi-label output)."""
     from postergenre import multilabel
     from postergenre.calibration import fit_platt
 
-    genre_of = ctx.labels.set_index("movie_id")["genre"].astype(str)
-    is_genre = (genre_of.loc[val_ids].to_numpy() == genre).astype(int)
+    is_genre = val_is_genre(ctx, genre, val_ids)
     truth = ctx.multilabel
     column = truth.classes.index(genre)
     rows = pd.Index(truth.val["movie_id"].to_numpy()).get_indexer(val_ids)
@@ -113,8 +119,9 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     The candidate is the full backbone+head Keras model (so prediction takes a raw poster), with its metrics on
     every split and its predicted probabilities stored next to it for evaluation and the run report.
     """
+    from postergenre.members import MEMBER_BAGS, bag_data, bag_sets, member_hp, train_bagged_member
     from postergenre.models import build_classifier
-    from postergenre.training import Checkpointer, train_multiclass, train_ova_member
+    from postergenre.training import Checkpointer, train_multiclass
     from postergenre.tuning import fit_kwargs
 
     ctx = load_run(run_id, settings)
@@ -132,10 +139,17 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     if name == CNN_MODEL:
         kind, classes, data = "multiclass", ctx.classes, multiclass
         head, summary = train_multiclass(data, **hp_kwargs)
-    else:
+    else:  # a bag of heads on draws of the report's 70/30 set (``members``), without label smoothing
         genre = normalise_genre(target)
-        kind, classes, data = "binary", ["other", genre], ctx.binary_data(genre)
-        head, summary = train_ova_member(genre, data, **hp_kwargs)
+        hp = member_hp(hp)
+        bags = bag_data(ctx.features, bag_sets(ctx.labels, ctx.ova(genre), genre, cfg.seed, cfg.balance, MEMBER_BAGS))
+        kind, classes, data = "binary", ["other", genre], bags[0]  # bag 0: the dataset's own OvA set
+        folder = layout.checkpoints(name)
+        hp_kwargs.update(
+            fit_kwargs(hp, cfg.batch_size),
+            checkpoint=lambda k: Checkpointer(ctx.store, folder if k == 0 else f"{folder}/bag-{k}"),
+        )
+        head, summary = train_bagged_member(genre, bags, **hp_kwargs)
     probe_metrics, probe_proba, probe = fit_linear_probe(data, kind, classes)
     proba = {split: head.predict(x, verbose=0) for split, (x, _) in splits_of(data).items()}
     head, head_kind, val_f1 = choose_head(head, probe, proba, probe_proba, data, kind, classes)
@@ -165,6 +179,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
             unused_ids, unused_x = ctx.features["unused"]
             arrays.update(unused_ids=unused_ids, unused=head.predict(unused_x.astype(np.float32), verbose=0))
         metrics.update(member_scoring(ctx, genre, arrays["val_ids"], arrays["val"][:, 0]))
+        arrays["val_is_genre"] = val_is_genre(ctx, genre, arrays["val_ids"])  # registered for the joint fit
     store_npz(ctx.store, layout.candidate(name, "predictions.npz"), **arrays)
     with tempfile.TemporaryDirectory() as tmp:
         model_path, head_path = Path(tmp) / "model.keras", Path(tmp) / "head.keras"
