@@ -196,6 +196,12 @@ def adapt_normalization(layer: keras.layers.Normalization, x_train: np.ndarray) 
     layer.adapt_variance.assign(np.where(variance > 1e-12, variance, 1.0))
     layer.count.assign(len(x))
     layer.finalize_state()
+    # Keras turns the adapted statistics into constants, which JAX bakes into every compiled train and predict
+    # step: each head adapted on other features then compiled all its programs afresh (~2 s a head, 5 bags per
+    # OvA member). Reading the variables instead keeps one program per shape; a loaded model (finalize_state
+    # again) reads constants, with the same values.
+    object.__setattr__(layer, "mean", layer.adapt_mean)  # not tracked again: the layer owns these variables
+    object.__setattr__(layer, "variance", layer.adapt_variance)
 
 
 def build_head(

@@ -199,6 +199,18 @@ def test_adapt_normalization_matches_keras_adapt_on_ordinary_features():
         adapt_normalization(keras.layers.Normalization(), np.zeros((0, 6)))
 
 
+def test_an_adapted_normalization_reads_its_variables_not_constants():
+    """Compiled steps take the statistics as inputs (JAX would otherwise compile every head's programs afresh,
+    ~2 s a head): a new value in the variable changes the output, and the layer owns no extra weights."""
+    x = np.random.default_rng(2).normal(size=(40, 6)).astype(np.float32)
+    layer = keras.layers.Normalization()
+    adapt_normalization(layer, x)
+    before = np.asarray(layer(x))
+    assert len(layer.weights) == 3  # mean, variance, count: saved and loaded as before
+    layer.adapt_mean.assign(np.asarray(layer.adapt_mean) + 1.0)
+    np.testing.assert_allclose(np.asarray(layer(x)), before - 1.0 / np.sqrt(x.var(axis=0)), rtol=1e-4, atol=1e-5)
+
+
 def test_a_normalizing_classifier_is_self_contained(tiny, posters, tmp_path):
     """The adapted statistics live in the head: the saved backbone+head predicts the same after a reload."""
     feats = np.asarray(tiny(posters, training=False))
