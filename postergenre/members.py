@@ -30,11 +30,12 @@ import keras
 import pandas as pd
 
 from postergenre.labels import ova_sets, weighted_ova_train
+from postergenre.run_settings import DEFAULT_OVA_BAGS
 from postergenre.training import Checkpointer, FeaturesBySplit, HeadData, binary_data, train_ova_member
 
-MEMBER_BAGS = 5
-"""Heads per OvA member (bag 0 = the dataset's own OvA set). Chosen on val on ``bench_quality``'s snapshot; each
-bag costs one member fit (~3-5 s on cached features on 2 cores)."""
+MEMBER_BAGS = DEFAULT_OVA_BAGS
+"""Heads per OvA member by default (bag 0 = the dataset's own OvA set; a run's ``ova_bags`` setting). Chosen on
+val on ``bench_quality``'s snapshot; each bag costs one member fit (0.3-3 s on cached features on 2 cores)."""
 
 SETS_DESCRIPTION = (
     "bags of the report's 70/30 OvA sets: bag 0 the dataset's own set, bag k another draw of the same design "

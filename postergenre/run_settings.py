@@ -24,6 +24,9 @@ DEFAULT_TRIALS = 24
 """Trials a search gets by default. ``bench_quality`` measured 11-16 s (7-11 CPU s) per trial on cached lite0
 features of 3,477 training posters, 20 epochs at most, on a busy 2-core machine: 24 trials ~ 5 minutes; the
 regularised space needs them (4 trials of it lost to the linear probe, 24 reached it)."""
+DEFAULT_OVA_BAGS = 5
+"""Heads per OvA member, each on a draw of the report's 70/30 set (``members.py``); 1 is the report's member.
+Chosen on val (bench_quality: calibrated-argmax val macro-F1 0.47, 0.49, 0.51, 0.51, 0.51 for 1-5 bags)."""
 WEIGHTS_PATTERN = r"^(imagenet|none|\S+\.weights\.h5)$"
 # Backbones that have no pretrained weights at all.
 _NO_PRETRAINED = {TEST_BACKBONE}
@@ -109,6 +112,15 @@ class RunSettings(BaseModel):
         description=(
             "undersample: the report's classes cut to the rarest one. weighted: the same val and test splits, "
             "and every other labelled movie in train with class weights (each genre counts equally)."
+        ),
+    )
+    ova_bags: int = Field(
+        DEFAULT_OVA_BAGS,
+        ge=1,
+        le=20,
+        description=(
+            "Heads per one-vs-all member, each trained on another draw of the report's 70/30 set and averaged; "
+            "1 is the report's member (one set). Each bag costs one more fit on cached features."
         ),
     )
     probe_gate: bool = Field(

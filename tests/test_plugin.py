@@ -364,7 +364,11 @@ def test_run_report_shows_each_model_beside_its_probe_and_multilabel_on_true_gen
                    "test_split": {"set": "test split", **multilabel_scores(y_true[:20], y_pred[:20], GENRES)}},
     )
     report["ova"]["argmax_calibrated"] = report["ova"]["argmax"]
+    assert "vector scaling" not in render("run.html", run={"run_id": "r1", "report": report, "markdown": ""},
+                                          runs=[], root="")  # reports from before it: no empty table
+    report["ova"]["argmax_vector_scaling"] = {**report["ova"]["argmax"], "macro_f1": 0.4321}
     page = render("run.html", run={"run_id": "r1", "report": report, "markdown": ""}, runs=[], root="")
+    assert "vector scaling on val" in page and '<td class="num">0.432</td>' in page
     for heading in ("Keras heads against their linear probes", "the CNN&#39;s linear probe",
                     "each member&#39;s linear probe", "members calibrated on val", "true genre lists"):
         assert heading in page, heading

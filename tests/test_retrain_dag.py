@@ -37,6 +37,7 @@ FORM = {
     "fine_tune_blocks": ("integer", 2),
     "fine_tune_learning_rate": ("number", 1e-5),
     "balance": ("string", "undersample"),
+    "ova_bags": ("integer", 5),
     "probe_gate": ("boolean", True),
     "dry_run": ("boolean", False),
     "force_promote": ("boolean", False),

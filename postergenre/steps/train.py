@@ -119,7 +119,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     The candidate is the full backbone+head Keras model (so prediction takes a raw poster), with its metrics on
     every split and its predicted probabilities stored next to it for evaluation and the run report.
     """
-    from postergenre.members import MEMBER_BAGS, bag_data, bag_sets, member_hp, train_bagged_member
+    from postergenre.members import bag_data, bag_sets, member_hp, train_bagged_member
     from postergenre.models import build_classifier
     from postergenre.training import Checkpointer, train_multiclass
     from postergenre.tuning import fit_kwargs
@@ -142,7 +142,7 @@ def train_step(run_id: str, target: str, settings: Settings | None = None) -> di
     else:  # a bag of heads on draws of the report's 70/30 set (``members``), without label smoothing
         genre = normalise_genre(target)
         hp = member_hp(hp)
-        bags = bag_data(ctx.features, bag_sets(ctx.labels, ctx.ova(genre), genre, cfg.seed, cfg.balance, MEMBER_BAGS))
+        bags = bag_data(ctx.features, bag_sets(ctx.labels, ctx.ova(genre), genre, cfg.seed, cfg.balance, cfg.ova_bags))
         kind, classes, data = "binary", ["other", genre], bags[0]  # bag 0: the dataset's own OvA set
         folder = layout.checkpoints(name)
         hp_kwargs.update(
