@@ -13,9 +13,8 @@ tasks (JAX) and pixel tasks (TensorFlow) share the workers, and TensorFlow start
 bare ``fork`` does not carry over. JAX is imported but never initialised: importing it starts no thread (its
 backends, ``jax.devices()`` and its 12 threads, start on first use, in the task), and it is most of Keras'
 import in a head task (``import keras, keras_tuner`` in a forked child: 3-4 s -> 1.4-1.9 s on a loaded 2-core
-box). The libraries here start no
-threads at import but OpenBLAS's (numpy, scipy) and jemalloc's background thread (pyarrow), which
-re-initialise in a forked child (``pthread_atfork`` handlers): 30 forks in a row each ran BLAS, pandas, Parquet,
+box). The libraries here start no threads at import but OpenBLAS's (numpy, scipy) and jemalloc's background
+thread (pyarrow), which re-initialise in a forked child (``pthread_atfork`` handlers): 30 forks in a row each ran BLAS, pandas, Parquet,
 scikit-learn and boto3 work to the end. numpy is what Airflow's own Celery integration preloads too. This module
 imports nothing heavy itself: it must stay importable in every Airflow process.
 """

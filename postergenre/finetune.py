@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import keras
 
-from postergenre.models import CROSS_ENTROPY, HeadKind, compile_head, set_random_seed
+from postergenre.models import CROSS_ENTROPY, HeadKind, compile_head
 from postergenre.training import Checkpointer, EpochProgress, ResumableEarlyStopping
 
 _BLOCK = re.compile(r"conv\d+_block\d+|[^_]+")
@@ -115,7 +115,7 @@ def fine_tune(
     and a killed run resumes after its last finished epoch, from the same starting classifier; ``train`` then
     starts its order afresh, so only an unshuffled ``train`` resumes bit for bit.
     """
-    set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     backbone = backbone_of(classifier)
     trainable = unfreeze_top(backbone, top_blocks)
     classifier.get_layer("head").trainable = True

@@ -39,9 +39,10 @@ def keras_without_tensorflow() -> bool:
     nothing imported TensorFlow yet; returns whether it now does.
 
     For head tasks only (``task_guards.head_backend``): they feed numpy arrays, never ``tf.data``. Keras probes
-    TensorFlow, importing it, to seed ``tf.data`` and to recognise ``tf.TensorShape`` while saving a model: 3-5 s
-    and ~300 MB per head task on JAX (benchmarks/bench_orchestration.py). Code that imports TensorFlow itself
-    still can; Keras just does not hand it TensorFlow objects.
+    TensorFlow, importing it, to seed ``tf.data`` (``keras.utils.set_random_seed``) and to recognise
+    ``tf.TensorShape`` while saving a model: 3-5 s and ~300 MB per head task on JAX
+    (benchmarks/bench_orchestration.py). Code that imports TensorFlow itself still can; Keras just does not hand
+    it TensorFlow objects.
     """
     lazy_tf = _lazy_tensorflow()
     if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules or lazy_tf is None:
@@ -49,30 +50,6 @@ def keras_without_tensorflow() -> bool:
     if getattr(lazy_tf, "_available", None) is None:
         lazy_tf._available = False
     return lazy_tf._available is False
-
-
-def set_random_seed(seed: int) -> None:
-    """``keras.utils.set_random_seed``, without importing TensorFlow when Keras runs on another backend.
-
-    Keras seeds TensorFlow whenever it is installed (for ``tf.data``), and that import alone cost every head task
-    on JAX 3-5 s and ~300 MB (benchmarks/bench_orchestration.py). Head steps feed numpy arrays, never ``tf.data``,
-    so off TensorFlow its seed is set only if something imported TensorFlow already. Python's, NumPy's and
-    Keras' own seeds are set as always.
-    """
-    lazy_tf = _lazy_tensorflow()
-    skip_tf = (
-        keras.backend.backend() != "tensorflow"
-        and "tensorflow" not in sys.modules
-        and getattr(lazy_tf, "_available", False) is None  # not probed yet (the attribute is Keras-internal)
-    )
-    if not skip_tf:
-        keras.utils.set_random_seed(seed)
-        return
-    lazy_tf._available = False
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        lazy_tf._available = None  # a later, real TensorFlow user still finds it
 
 
 class WeightsUnavailable(RuntimeError):

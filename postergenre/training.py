@@ -33,7 +33,6 @@ from postergenre.models import (
     HeadKind,
     build_head,
     compile_head,
-    set_random_seed,
 )
 from postergenre.storage import NotFound, ObjectStore
 
@@ -375,7 +374,7 @@ def fit_head(
     """
     if max_epochs < 1 or batch_size < 1:
         raise ValueError("max_epochs and batch_size must be >= 1")
-    set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     head = build_head(
         data.input_dim,
         units=units,

@@ -41,9 +41,10 @@ def decode_posters(ctx: RunContext, movie_ids: np.ndarray, size: int) -> np.ndar
 
 
 def stage_check_posters(ctx: RunContext, test_ids: np.ndarray) -> int:
-    """Decode the check's sample of the run's embedded test posters (in the embed step); returns how many."""
+    """Decode the check's sample of the run's embedded test posters (in the embed step); returns how many it
+    decoded (0 on a re-run of embed: the same test split is staged already)."""
     if ctx.store.exists(ctx.layout.check_posters):
-        return -1  # a re-run of embed: the same test split, already staged
+        return 0
     ids = np.asarray(test_ids, dtype=np.int64)[sample_rows(len(test_ids))]
     store_npz(ctx.store, ctx.layout.check_posters, movie_ids=ids, images=decode_posters(ctx, ids, ctx.config.image_size))
     return len(ids)
